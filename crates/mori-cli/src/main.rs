@@ -1,0 +1,2 @@
+//! The `mori` command line.
+fn main() {}

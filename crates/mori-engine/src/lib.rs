@@ -1,0 +1,1 @@
+//! Sessions and generation: the Rust API every front end uses.

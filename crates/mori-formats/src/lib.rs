@@ -1,0 +1,1 @@
+//! GGUF reading (mmap, zero-copy) and writing.

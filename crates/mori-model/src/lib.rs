@@ -1,0 +1,3 @@
+//! Architectures, tokenizers, KV cache and the forward pass.
+
+pub mod tokenizer;
