@@ -1,2 +1,49 @@
-//! The `mori` command line.
-fn main() {}
+//! The `mori` command line: argument parsing and logging setup only; the
+//! work happens in the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mori", version, about = "Run open-weight language models on your own CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a small random-weight model, then show its tokens, logits and a greedy continuation.
+    Demo(commands::DemoArgs),
+    /// Print the token ids of TEXT as a JSON array.
+    Tokenize(commands::TokenizeArgs),
+    /// Run token ids through MODEL and print one JSON line of logits per position.
+    Logits(commands::LogitsArgs),
+    /// Describe a model file: architecture, shapes, tensor types.
+    Info(commands::InfoArgs),
+    /// Developer tools.
+    #[command(subcommand)]
+    Dev(commands::DevCommand),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MORI_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => commands::demo(a),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::Logits(a) => commands::logits(a),
+        Command::Info(a) => commands::info(a),
+        Command::Dev(c) => commands::dev(c),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

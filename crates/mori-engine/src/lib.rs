@@ -1,1 +1,79 @@
 //! Sessions and generation: the Rust API every front end uses.
+//!
+//! A [`Session`] owns a KV cache and a thread pool for one conversation with a
+//! model, so consecutive turns reuse what is already computed. The sampling
+//! chain, chat templates and stop rules grow here.
+
+use mori_kernels::ThreadPool;
+use mori_model::{KvCache, Logits, Model};
+
+pub use mori_model::{Error, Result};
+
+/// One conversation with a model: its cache and the threads that run it.
+pub struct Session<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    pool: ThreadPool,
+    /// Logits after the last token fed, `[n_vocab]`.
+    last_logits: Vec<f32>,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, n_ctx: usize, n_threads: usize) -> Self {
+        Session { model, cache: model.new_cache(n_ctx), pool: ThreadPool::new(n_threads.max(1)), last_logits: Vec::new() }
+    }
+
+    /// Positions already in the cache.
+    pub fn n_past(&self) -> usize {
+        self.cache.n_used()
+    }
+
+    /// Feeds `tokens` after what the session holds; returns the logits of the last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.last_logits = self.model.forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+        Ok(&self.last_logits)
+    }
+
+    /// Feeds `tokens` and returns the logits of every one, `[tokens.len()][n_vocab]`.
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let all = self.model.forward(&self.pool, &mut self.cache, tokens, Logits::All)?;
+        let n_vocab = self.model.hparams.n_vocab;
+        self.last_logits = all[all.len() - n_vocab..].to_vec();
+        Ok(all)
+    }
+
+    /// Greedily generates up to `max_tokens` tokens after what was fed,
+    /// stopping early at an end-of-generation token, which is not returned.
+    pub fn generate_greedy(&mut self, max_tokens: usize) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for _ in 0..max_tokens {
+            let Some(next) = argmax(&self.last_logits) else { break };
+            if self.model.tokenizer.is_eog(next) {
+                break;
+            }
+            out.push(next);
+            self.feed(&[next])?;
+        }
+        Ok(out)
+    }
+}
+
+/// Index of the largest value (the first one on ties), or `None` for an empty slice.
+pub fn argmax(xs: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &x) in xs.iter().enumerate() {
+        if best.is_none_or(|(_, b)| x > b) {
+            best = Some((i, x));
+        }
+    }
+    best.map(|(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argmax_takes_first_maximum() {
+        assert_eq!(super::argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
+        assert_eq!(super::argmax(&[]), None);
+    }
+}

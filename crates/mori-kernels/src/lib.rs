@@ -4,6 +4,7 @@
 //! Every SIMD path sits beside a scalar reference in the same module and is
 //! tested against it. Nothing here knows what a model is or does any I/O.
 
+pub mod ops;
 pub mod types;
 
 pub use types::GgmlType;

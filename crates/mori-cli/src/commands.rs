@@ -1,0 +1,211 @@
+//! One function per subcommand; each turns arguments into library calls and
+//! prints the result.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use mori_engine::Session;
+use mori_kernels::ThreadPool;
+use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::{Logits, Model};
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// Path to a .gguf file.
+    model: PathBuf,
+    /// The text to tokenize.
+    text: String,
+    /// Do not add BOS/EOS even where the model asks for them.
+    #[arg(long)]
+    no_special: bool,
+    /// Treat special-token text such as `<|im_start|>` as plain text.
+    #[arg(long)]
+    no_parse_special: bool,
+}
+
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let f = mori_formats::GgufFile::open(&a.model)?;
+    let tok = mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model.display()))?;
+    let ids = tok.encode(&a.text, !a.no_special, !a.no_parse_special);
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogitsArgs {
+    /// Path to a .gguf file.
+    model: PathBuf,
+    /// Comma-separated token ids, e.g. `1,2,3`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+}
+
+pub fn logits(a: LogitsArgs) -> Result<()> {
+    let model = Model::load(&a.model)?;
+    let pool = ThreadPool::new(a.threads.unwrap_or_else(default_threads).max(1));
+    let mut cache = model.new_cache(a.tokens.len());
+    let all = model.forward(&pool, &mut cache, &a.tokens, Logits::All)?;
+    let n_vocab = model.hparams.n_vocab;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (pos, row) in all.chunks(n_vocab).enumerate() {
+        let line = serde_json::json!({ "pos": pos, "logits": row });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Path to a .gguf file.
+    model: PathBuf,
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let m = Model::load(&a.model)?;
+    let hp = &m.hparams;
+    println!("file          {}", m.info.path);
+    if let Some(name) = &m.info.name {
+        println!("name          {name}");
+    }
+    println!("architecture  {}", m.info.arch);
+    println!("parameters    {:.2} M", m.info.n_params as f64 / 1e6);
+    println!("file size     {:.2} MiB", m.info.file_size as f64 / (1 << 20) as f64);
+    let types: Vec<String> = m.info.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    println!("tensor types  {}", types.join(", "));
+    println!("vocabulary    {}", hp.n_vocab);
+    println!("context       {}", hp.n_ctx_train);
+    println!(
+        "shape         {} layers, hidden {}, {} heads ({} kv) of {}, ffn {}",
+        hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_ff
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Text to feed the model.
+    #[arg(default_value = "the quick brown fox")]
+    text: String,
+    /// Architecture of the random model.
+    #[arg(long, default_value = "llama")]
+    arch: String,
+    /// Tensor type of the random model (F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, ...).
+    #[arg(long = "type", default_value = "Q8_0")]
+    ty: String,
+    /// Tokens to generate greedily.
+    #[arg(short = 'n', long, default_value_t = 16)]
+    n_predict: usize,
+}
+
+pub fn demo(a: DemoArgs) -> Result<()> {
+    let Some(ft) = FileType::parse(&a.ty) else { bail!("unknown tensor type '{}'", a.ty) };
+    let dir = std::env::temp_dir().join(format!("mori-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("random-{}-{}.gguf", a.arch, ft.name()));
+    let spec = RandomSpec::tiny(&a.arch, ft);
+    write_random_model(&spec, &path)?;
+    let result = run_demo(&path, &a);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_demo(path: &std::path::Path, a: &DemoArgs) -> Result<()> {
+    let model = Model::load(path)?;
+    println!("Wrote a random-weight {} model ({}, {:.1} MiB) to {}", model.info.arch, a.ty, model.info.file_size as f64 / (1 << 20) as f64, path.display());
+    println!("(No real model is bundled yet: its output is random text, but every kernel, the tokenizer and the forward pass ran.)");
+    let ids = model.tokenizer.encode(&a.text, true, true);
+    println!("text    {:?}", a.text);
+    println!("tokens  {}", serde_json::to_string(&ids)?);
+    let mut session = Session::new(&model, 512, default_threads());
+    let logits = session.feed(&ids)?.to_vec();
+    let mut top: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+    top.sort_by(|x, y| y.1.total_cmp(&x.1));
+    println!("top next-token logits after the prompt:");
+    for (id, l) in top.iter().take(5) {
+        let piece = String::from_utf8_lossy(&model.tokenizer.token_to_piece(*id as u32, true)).into_owned();
+        println!("  {id:>5} {piece:<8?} {l:>8.3}");
+    }
+    let t0 = std::time::Instant::now();
+    let gen = session.generate_greedy(a.n_predict)?;
+    let dt = t0.elapsed().as_secs_f64();
+    println!("greedy continuation: {:?}", model.tokenizer.decode(&gen, false));
+    println!("({} tokens in {:.3} s)", gen.len(), dt);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum DevCommand {
+    /// Write a random-weight model of a supported architecture.
+    RandomModel(RandomModelArgs),
+}
+
+#[derive(Args)]
+pub struct RandomModelArgs {
+    /// Output .gguf path.
+    out: PathBuf,
+    #[arg(long, default_value = "llama")]
+    arch: String,
+    /// F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q4_K_M or Q5_K_M.
+    #[arg(long = "type", default_value = "F32")]
+    ty: String,
+    #[arg(long, default_value_t = 384)]
+    vocab: usize,
+    #[arg(long, default_value_t = 256)]
+    embd: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 2)]
+    kv_heads: usize,
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    #[arg(long, default_value_t = 512)]
+    ff: usize,
+    #[arg(long, default_value_t = 2048)]
+    ctx: usize,
+    #[arg(long, default_value_t = 10000.0)]
+    rope_base: f32,
+    /// Reuse the token embedding as the output matrix.
+    #[arg(long)]
+    tied: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn dev(c: DevCommand) -> Result<()> {
+    match c {
+        DevCommand::RandomModel(a) => {
+            let Some(file_type) = FileType::parse(&a.ty) else { bail!("unknown tensor type '{}'", a.ty) };
+            let spec = RandomSpec {
+                arch: a.arch,
+                n_vocab: a.vocab,
+                n_embd: a.embd,
+                n_layer: a.layers,
+                n_head: a.heads,
+                n_head_kv: a.kv_heads,
+                head_dim: a.head_dim,
+                n_ff: a.ff,
+                n_ctx_train: a.ctx,
+                rope_base: a.rope_base,
+                rms_eps: 1e-5,
+                tied_output: a.tied,
+                file_type,
+                seed: a.seed,
+            };
+            write_random_model(&spec, &a.out)?;
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The Llama family of decoders: Llama 2/3, Mistral, TinyLlama, Qwen2 (QKV
+//! bias) and Qwen3 (QK-norm). Pre-norm blocks with RMSNorm, rotary positions,
+//! grouped-query attention and a SwiGLU feed-forward.
+
+use std::sync::Arc;
+
+use mori_formats::GgufFile;
+use mori_kernels::ops::{self, AttnShape, Rope, RopeLayout};
+use mori_kernels::ThreadPool;
+
+use super::{load_vector, load_vector_opt, Linear, Logits, Network, SharedActs};
+use crate::hparams::{HParams, RopeScaling};
+use crate::kv_cache::KvCache;
+use crate::{Error, Result};
+
+/// What distinguishes the members of the family.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    pub rope: RopeLayout,
+    /// Q, K and V projections carry a bias (Qwen2).
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
+    pub qk_norm: bool,
+}
+
+/// Prompt tokens processed per pass; bounds the scratch memory of long prompts.
+const MAX_BATCH: usize = 256;
+
+struct Layer {
+    attn_norm: Vec<f32>,  // [n_embd]
+    wq: Linear,           // [n_embd] -> [n_head * head_dim]
+    wk: Linear,           // [n_embd] -> [n_head_kv * head_dim]
+    wv: Linear,           // [n_embd] -> [n_head_kv * head_dim]
+    wo: Linear,           // [n_head * head_dim] -> [n_embd]
+    bq: Option<Vec<f32>>, // [n_head * head_dim]
+    bk: Option<Vec<f32>>, // [n_head_kv * head_dim]
+    bv: Option<Vec<f32>>, // [n_head_kv * head_dim]
+    bo: Option<Vec<f32>>, // [n_embd]
+    q_norm: Option<Vec<f32>>, // [head_dim]
+    k_norm: Option<Vec<f32>>, // [head_dim]
+    ffn_norm: Vec<f32>,   // [n_embd]
+    w_gate: Linear,       // [n_embd] -> [n_ff]
+    w_up: Linear,         // [n_embd] -> [n_ff]
+    w_down: Linear,       // [n_ff] -> [n_embd]
+}
+
+pub struct Llama {
+    file: Arc<GgufFile>,
+    hp: HParams,
+    rope: Rope,
+    tok_embd: Linear,   // [n_vocab] rows of [n_embd]
+    output_norm: Vec<f32>, // [n_embd]
+    output: Linear,     // [n_embd] -> [n_vocab]; the embedding when tied
+    layers: Vec<Layer>,
+}
+
+impl Llama {
+    pub fn load(file: Arc<GgufFile>, hp: HParams, variant: Variant) -> Result<Llama> {
+        let f = &*file;
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let tok_embd = Linear::load(f, "token_embd.weight", d, hp.n_vocab)?;
+        let output = match Linear::load_opt(f, "output.weight", d, hp.n_vocab)? {
+            Some(w) => w,
+            None => tok_embd.clone(),
+        };
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for i in 0..hp.n_layer {
+            let name = |t: &str| format!("blk.{i}.{t}");
+            let bias = |t: &str, n: usize| -> Result<Option<Vec<f32>>> {
+                if variant.qkv_bias {
+                    load_vector(f, &name(t), n).map(Some)
+                } else {
+                    load_vector_opt(f, &name(t), n)
+                }
+            };
+            let norm = |t: &str| -> Result<Option<Vec<f32>>> {
+                if variant.qk_norm {
+                    load_vector(f, &name(t), hd).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: load_vector(f, &name("attn_norm.weight"), d)?,
+                wq: Linear::load(f, &name("attn_q.weight"), d, q_dim)?,
+                wk: Linear::load(f, &name("attn_k.weight"), d, kv_dim)?,
+                wv: Linear::load(f, &name("attn_v.weight"), d, kv_dim)?,
+                wo: Linear::load(f, &name("attn_output.weight"), q_dim, d)?,
+                bq: bias("attn_q.bias", q_dim)?,
+                bk: bias("attn_k.bias", kv_dim)?,
+                bv: bias("attn_v.bias", kv_dim)?,
+                bo: load_vector_opt(f, &name("attn_output.bias"), d)?,
+                q_norm: norm("attn_q_norm.weight")?,
+                k_norm: norm("attn_k_norm.weight")?,
+                ffn_norm: load_vector(f, &name("ffn_norm.weight"), d)?,
+                w_gate: Linear::load(f, &name("ffn_gate.weight"), d, hp.n_ff)?,
+                w_up: Linear::load(f, &name("ffn_up.weight"), d, hp.n_ff)?,
+                w_down: Linear::load(f, &name("ffn_down.weight"), hp.n_ff, d)?,
+            });
+        }
+        let mut rope = Rope::new(variant.rope, hp.n_rot, hp.rope_base);
+        match hp.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => rope.freq_scale = 1.0 / factor,
+            RopeScaling::Yarn { factor, n_ctx_orig, beta_fast, beta_slow } => {
+                rope = rope.with_yarn(factor, n_ctx_orig, beta_fast, beta_slow)
+            }
+        }
+        // Llama 3.1 and later carry per-frequency divisors for long contexts.
+        if let Some(ff) = load_vector_opt(f, "rope_freqs.weight", hp.n_rot / 2)? {
+            rope.freq_factors = ff;
+        }
+        Ok(Llama {
+            output_norm: load_vector(f, "output_norm.weight", d)?,
+            file,
+            hp,
+            rope,
+            tok_embd,
+            output,
+            layers,
+        })
+    }
+
+    /// One pass over at most [`MAX_BATCH`] tokens.
+    /// `logits: None` skips the output head (an early chunk of a long prompt).
+    fn forward_batch(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Option<Logits>,
+    ) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        let f = &self.file;
+        let n = tokens.len();
+        let pos0 = cache.n_used();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
+
+        let mut x = vec![0.0f32; n * d]; // [n][n_embd] residual stream
+        let mut xn = vec![0.0f32; n * d]; // [n][n_embd] normalised input of a block
+        let mut q = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
+        let mut k = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
+        let mut v = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
+        let mut att = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
+        let mut proj = vec![0.0f32; n * d]; // [n][n_embd] block output
+        let mut gate = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
+        let mut up = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
+        let mut cs = vec![0.0f32; n * hp.n_rot]; // [n][n_rot] cos/sin per position
+        let mut acts = SharedActs::new();
+
+        for (t, &id) in tokens.iter().enumerate() {
+            self.tok_embd.row(f, id as usize, &mut x[t * d..(t + 1) * d])?;
+            self.rope.angles(pos0 + t, &mut cs[t * hp.n_rot..(t + 1) * hp.n_rot]);
+        }
+
+        let shape = AttnShape {
+            n_tokens: n,
+            pos0,
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        for (il, l) in self.layers.iter().enumerate() {
+            for t in 0..n {
+                ops::rms_norm(&x[t * d..(t + 1) * d], &l.attn_norm, hp.rms_eps, &mut xn[t * d..(t + 1) * d]);
+            }
+            acts.invalidate();
+            acts.matmul(pool, f, &l.wq, &xn, n, &mut q)?;
+            acts.matmul(pool, f, &l.wk, &xn, n, &mut k)?;
+            acts.matmul(pool, f, &l.wv, &xn, n, &mut v)?;
+            for t in 0..n {
+                let (qt, kt, vt) = (
+                    &mut q[t * q_dim..(t + 1) * q_dim],
+                    &mut k[t * kv_dim..(t + 1) * kv_dim],
+                    &mut v[t * kv_dim..(t + 1) * kv_dim],
+                );
+                add_bias(qt, l.bq.as_deref());
+                add_bias(kt, l.bk.as_deref());
+                add_bias(vt, l.bv.as_deref());
+                if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                    qt.chunks_mut(hd).for_each(|h| ops::rms_norm_inplace(h, qn, hp.rms_eps));
+                    kt.chunks_mut(hd).for_each(|h| ops::rms_norm_inplace(h, kn, hp.rms_eps));
+                }
+                let cst = &cs[t * hp.n_rot..(t + 1) * hp.n_rot];
+                self.rope.apply(qt, hp.n_head, hd, cst);
+                self.rope.apply(kt, hp.n_head_kv, hd, cst);
+            }
+            cache.store(il, pos0, &k, &v);
+            let (kc, vc) = cache.layer(il, pos0 + n);
+            ops::attention(pool, shape, &q, kc, vc, &mut att);
+
+            acts.invalidate();
+            acts.matmul(pool, f, &l.wo, &att, n, &mut proj)?;
+            for t in 0..n {
+                let pt = &mut proj[t * d..(t + 1) * d];
+                add_bias(pt, l.bo.as_deref());
+                ops::add_inplace(&mut x[t * d..(t + 1) * d], pt);
+            }
+
+            for t in 0..n {
+                ops::rms_norm(&x[t * d..(t + 1) * d], &l.ffn_norm, hp.rms_eps, &mut xn[t * d..(t + 1) * d]);
+            }
+            acts.invalidate();
+            acts.matmul(pool, f, &l.w_gate, &xn, n, &mut gate)?;
+            acts.matmul(pool, f, &l.w_up, &xn, n, &mut up)?;
+            ops::silu_mul_inplace(&mut gate, &up);
+            acts.invalidate();
+            acts.matmul(pool, f, &l.w_down, &gate, n, &mut proj)?;
+            ops::add_inplace(&mut x, &proj);
+        }
+        cache.advance(n);
+
+        let rows: Vec<usize> = match logits {
+            None => return Ok(Vec::new()),
+            Some(Logits::Last) => vec![n - 1],
+            Some(Logits::All) => (0..n).collect(),
+        };
+        let mut out_x = vec![0.0f32; rows.len() * d]; // [rows][n_embd]
+        for (r, &t) in rows.iter().enumerate() {
+            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, hp.rms_eps, &mut out_x[r * d..(r + 1) * d]);
+        }
+        let mut out = vec![0.0f32; rows.len() * hp.n_vocab]; // [rows][n_vocab]
+        acts.invalidate();
+        acts.matmul(pool, f, &self.output, &out_x, rows.len(), &mut out)?;
+        Ok(out)
+    }
+}
+
+fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
+    if let Some(b) = b {
+        ops::add_inplace(x, b);
+    }
+}
+
+impl Network for Llama {
+    fn forward(&self, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("a forward pass needs at least one token".into()));
+        }
+        let mut out = Vec::new();
+        let n_chunks = tokens.len().div_ceil(MAX_BATCH);
+        for (i, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
+            let want = if i + 1 == n_chunks || logits == Logits::All { Some(logits) } else { None };
+            out.extend(self.forward_batch(pool, cache, chunk, want)?);
+        }
+        Ok(out)
+    }
+
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.hp.n_layer, self.hp.n_head_kv * self.hp.head_dim)
+    }
+}

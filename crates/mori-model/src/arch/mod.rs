@@ -1,0 +1,142 @@
+//! One module per architecture family, and the weight handles they share.
+
+pub mod llama;
+
+use std::sync::Arc;
+
+use mori_formats::{GgufFile, TensorInfo};
+use mori_kernels::{ActBuf, GgmlType, ThreadPool, WeightView};
+
+use crate::kv_cache::KvCache;
+use crate::{Error, Result};
+
+/// Which rows of logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (generation).
+    Last,
+    /// Every position's (scoring a prompt, conformance tests).
+    All,
+}
+
+/// A network that can run a forward pass. Each architecture family implements it.
+pub trait Network: Send + Sync {
+    /// Runs `tokens` at positions `cache.n_used()..`, appends their keys and
+    /// values to `cache` and returns logits `[rows][n_vocab]`.
+    fn forward(&self, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>>;
+
+    /// Layers and floats per position that the KV cache must hold.
+    fn kv_shape(&self) -> (usize, usize);
+}
+
+/// A 2-D weight read in place from the file: `n_rows` rows of `n_cols` elements.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub info: TensorInfo,
+    pub ty: GgmlType,
+    pub n_rows: usize,
+    pub n_cols: usize,
+}
+
+impl Linear {
+    /// The tensor `name`, which must be `[n_cols, n_rows]` in GGUF order.
+    pub fn load(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Linear> {
+        let (info, _) = f.tensor(name)?;
+        check_shape(f, info, &[n_cols as u64, n_rows as u64])?;
+        Ok(Linear { info: info.clone(), ty: info.ty, n_rows, n_cols })
+    }
+
+    /// Like [`Linear::load`], but `None` when the file has no such tensor.
+    pub fn load_opt(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Option<Linear>> {
+        match f.tensor_info(name) {
+            Some(_) => Linear::load(f, name, n_cols, n_rows).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn view<'a>(&self, f: &'a GgufFile) -> Result<WeightView<'a>> {
+        Ok(WeightView::new(self.ty, f.tensor_data(&self.info), self.n_rows, self.n_cols)?)
+    }
+
+    /// Row `idx` as f32 (embedding lookup).
+    pub fn row(&self, f: &GgufFile, idx: usize, out: &mut [f32]) -> Result<()> {
+        let row_bytes = self.ty.row_size(self.n_cols)?;
+        let data = f.tensor_data(&self.info);
+        mori_kernels::dequantize_row(self.ty, &data[idx * row_bytes..(idx + 1) * row_bytes], out)?;
+        Ok(())
+    }
+}
+
+/// Checks that `info` has exactly `dims` (GGUF order) and names the tensor otherwise.
+pub fn check_shape(f: &GgufFile, info: &TensorInfo, dims: &[u64]) -> Result<()> {
+    if info.dims != dims {
+        return Err(Error::Shape {
+            path: f.path().display().to_string(),
+            tensor: info.name.clone(),
+            got: info.dims.clone(),
+            expected: dims.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// A 1-D tensor (norm weight, bias) converted to f32 at load time: they are
+/// small and read on every token.
+pub fn load_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let (info, data) = f.tensor(name)?;
+    check_shape(f, info, &[n as u64])?;
+    let mut out = vec![0.0f32; n];
+    mori_kernels::dequantize_row(info.ty, data, &mut out)?;
+    Ok(out)
+}
+
+pub fn load_vector_opt(f: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    match f.tensor_info(name) {
+        Some(_) => load_vector(f, name, n).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Activations converted once for the weight types that read them: several
+/// projections of the same input (q, k, v; gate, up) share the conversion when
+/// their weights use the same activation format.
+pub struct SharedActs {
+    buf: ActBuf,
+    prepared: Option<GgmlType>,
+}
+
+impl SharedActs {
+    pub fn new() -> Self {
+        SharedActs { buf: ActBuf::new(), prepared: None }
+    }
+
+    /// Marks the input as changed; the next product converts it again.
+    pub fn invalidate(&mut self) {
+        self.prepared = None;
+    }
+
+    /// `y[t][r] = w[r] · x[t]` for the `n_tokens` rows of `x`.
+    pub fn matmul(
+        &mut self,
+        pool: &ThreadPool,
+        f: &Arc<GgufFile>,
+        w: &Linear,
+        x: &[f32],
+        n_tokens: usize,
+        y: &mut [f32],
+    ) -> Result<()> {
+        let want = mori_kernels::vec_dot_type(w.ty);
+        if self.prepared != Some(want) {
+            self.buf.prepare(w.ty, x, n_tokens, w.n_cols)?;
+            self.prepared = Some(want);
+        }
+        mori_kernels::matmul(pool, &w.view(f)?, &self.buf, &mut y[..n_tokens * w.n_rows])?;
+        Ok(())
+    }
+}
+
+impl Default for SharedActs {
+    fn default() -> Self {
+        Self::new()
+    }
+}

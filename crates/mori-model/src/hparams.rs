@@ -1,0 +1,178 @@
+//! Hyper-parameters of a decoder-only transformer, read from GGUF metadata.
+//!
+//! Keys are prefixed with the architecture name (`llama.block_count`,
+//! `qwen2.attention.head_count`...), as GGUF writes them.
+
+use mori_formats::{Array, GgufFile, Value};
+
+use crate::{Error, Result};
+
+/// How positions are stretched beyond the training context.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear { factor: f32 },
+    /// YaRN with its original training context.
+    Yarn { factor: f32, n_ctx_orig: usize, beta_fast: f32, beta_slow: f32 },
+}
+
+/// What the file says the network is. Runtime choices are not here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HParams {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Width of one attention head for queries and keys.
+    pub head_dim: usize,
+    /// Width of one value head (equal to `head_dim` in every family so far).
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    /// Leading dimensions of each head that RoPE rotates.
+    pub n_rot: usize,
+    pub rope_scaling: RopeScaling,
+}
+
+impl HParams {
+    /// Reads the hyper-parameters of architecture `arch` from `f`; `n_vocab`
+    /// comes from the tokenizer, which every runnable file carries.
+    pub fn from_gguf(f: &GgufFile, arch: &str, n_vocab: usize) -> Result<HParams> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_embd = req_usize(f, &key("embedding_length"))?;
+        let n_layer = req_usize(f, &key("block_count"))?;
+        let n_head = per_layer_usize(f, &key("attention.head_count"), n_layer)?
+            .ok_or_else(|| missing(f, &key("attention.head_count")))?;
+        let n_head_kv = per_layer_usize(f, &key("attention.head_count_kv"), n_layer)?.unwrap_or(n_head);
+        let n_ff = per_layer_usize(f, &key("feed_forward_length"), n_layer)?
+            .ok_or_else(|| missing(f, &key("feed_forward_length")))?;
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad(f, &key("attention.head_count_kv"), format!(
+                "{n_head} query heads cannot be shared evenly by {n_head_kv} key/value heads"
+            )));
+        }
+        let head_dim = opt_usize(f, &key("attention.key_length"))?.unwrap_or(n_embd / n_head);
+        let head_dim_v = opt_usize(f, &key("attention.value_length"))?.unwrap_or(head_dim);
+        if head_dim == 0 || head_dim_v != head_dim {
+            return Err(bad(f, &key("attention.value_length"), format!(
+                "key width {head_dim} and value width {head_dim_v} must be equal and non-zero"
+            )));
+        }
+        let n_rot = opt_usize(f, &key("rope.dimension_count"))?.unwrap_or(head_dim);
+        if n_rot > head_dim || n_rot % 2 != 0 {
+            return Err(bad(f, &key("rope.dimension_count"), format!(
+                "{n_rot} rotated dimensions do not fit a head of {head_dim}"
+            )));
+        }
+        let rms_eps = f.get_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+        let rope_base = f.get_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
+        let n_ctx_train = opt_usize(f, &key("context_length"))?.unwrap_or(2048);
+        let rope_scaling = rope_scaling(f, arch, n_ctx_train)?;
+        if let Some(v) = opt_usize(f, &key("vocab_size"))? {
+            if v != n_vocab {
+                return Err(bad(f, &key("vocab_size"), format!(
+                    "says {v} tokens but the tokenizer has {n_vocab}"
+                )));
+            }
+        }
+        Ok(HParams {
+            arch: arch.to_string(),
+            n_vocab,
+            n_ctx_train,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff,
+            rms_eps,
+            rope_base,
+            n_rot,
+            rope_scaling,
+        })
+    }
+
+    /// Number of query heads sharing one key/value head.
+    pub fn n_gqa(&self) -> usize {
+        self.n_head / self.n_head_kv
+    }
+}
+
+fn rope_scaling(f: &GgufFile, arch: &str, n_ctx_train: usize) -> Result<RopeScaling> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let kind = f.get_str(&key("rope.scaling.type"))?.unwrap_or("none");
+    let factor = f.get_f32(&key("rope.scaling.factor"))?;
+    // Older files give only a linear scale under this key.
+    let factor = match (factor, f.get_f32(&key("rope.scale_linear"))?) {
+        (Some(v), _) => Some(v),
+        (None, Some(v)) => Some(v),
+        (None, None) => None,
+    };
+    let factor = factor.unwrap_or(1.0);
+    if !(factor > 0.0 && factor.is_finite()) {
+        return Err(bad(f, &key("rope.scaling.factor"), format!("{factor} is not a positive number")));
+    }
+    match kind {
+        "none" | "" => Ok(if factor != 1.0 { RopeScaling::Linear { factor } } else { RopeScaling::None }),
+        "linear" => Ok(RopeScaling::Linear { factor }),
+        "yarn" => Ok(RopeScaling::Yarn {
+            factor,
+            n_ctx_orig: opt_usize(f, &key("rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train),
+            beta_fast: f.get_f32(&key("rope.scaling.yarn_beta_fast"))?.unwrap_or(32.0),
+            beta_slow: f.get_f32(&key("rope.scaling.yarn_beta_slow"))?.unwrap_or(1.0),
+        }),
+        other => Err(bad(f, &key("rope.scaling.type"), format!(
+            "unsupported rope scaling '{other}' (supported: none, linear, yarn)"
+        ))),
+    }
+}
+
+fn missing(f: &GgufFile, key: &str) -> Error {
+    Error::BadHParam { path: f.path().display().to_string(), key: key.to_string(), msg: "missing".into() }
+}
+
+fn bad(f: &GgufFile, key: &str, msg: String) -> Error {
+    Error::BadHParam { path: f.path().display().to_string(), key: key.to_string(), msg }
+}
+
+fn opt_usize(f: &GgufFile, key: &str) -> Result<Option<usize>> {
+    Ok(f.get_u64(key)?.map(|v| v as usize))
+}
+
+fn req_usize(f: &GgufFile, key: &str) -> Result<usize> {
+    match opt_usize(f, key)? {
+        Some(0) => Err(bad(f, key, "must not be zero".into())),
+        Some(v) => Ok(v),
+        None => Err(missing(f, key)),
+    }
+}
+
+/// Reads a count that files may give either once or once per layer. Mori's
+/// decoders need it to be the same for every layer, so a varying array is an
+/// error rather than being silently collapsed.
+fn per_layer_usize(f: &GgufFile, key: &str, n_layer: usize) -> Result<Option<usize>> {
+    let values: Vec<u64> = match f.get(key) {
+        None => return Ok(None),
+        Some(Value::Array(arr)) => match arr {
+            Array::U32(v) => v.iter().map(|&x| x as u64).collect(),
+            Array::I32(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
+            Array::U64(v) => v.clone(),
+            Array::I64(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
+            _ => return Err(bad(f, key, "expected an integer or an array of integers".into())),
+        },
+        Some(_) => return Ok(f.get_u64(key)?.map(|v| v as usize)),
+    };
+    if values.len() != n_layer {
+        return Err(bad(f, key, format!("has {} entries for {n_layer} layers", values.len())));
+    }
+    match values.first() {
+        Some(&first) if values.iter().all(|&v| v == first) => Ok(Some(first as usize)),
+        _ => Err(bad(f, key, "differs between layers, which this architecture does not support".into())),
+    }
+}

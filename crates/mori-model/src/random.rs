@@ -1,0 +1,283 @@
+//! Writes random-weight models of the supported architectures.
+//!
+//! No model weights can be downloaded in Mori's test environment, so the
+//! conformance tests run models whose weights are drawn from a seeded
+//! generator, with real shapes and real tensor types. The same spec always
+//! gives the same file, byte for byte, so a fixture recorded once (by running
+//! llama.cpp on the file) stays valid as long as the file's digest matches.
+//!
+//! Scales are chosen so the network neither explodes nor collapses and the
+//! logits spread with a standard deviation of about 2.5: a comparison of two
+//! implementations then means something.
+
+use std::path::Path;
+
+use mori_formats::{Array, GgufWriter, Value};
+use mori_kernels::GgmlType;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{registry, Error, Result};
+
+/// How the weights of a random model are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    /// Every matrix in one type (norms and biases stay F32).
+    Uniform(GgmlType),
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output and for the
+    /// value and down projections of some layers.
+    Q4KM,
+    /// The same mix with Q5_K as the base type.
+    Q5KM,
+}
+
+impl FileType {
+    /// Parses `F16`, `Q8_0`, `Q4_K_M`, ... (case-insensitive).
+    pub fn parse(s: &str) -> Option<FileType> {
+        match s.to_ascii_uppercase().as_str() {
+            "Q4_K_M" => Some(FileType::Q4KM),
+            "Q5_K_M" => Some(FileType::Q5KM),
+            other => GgmlType::from_name(other).filter(|t| *t != GgmlType::Q8_1 && *t != GgmlType::Q8K).map(FileType::Uniform),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            FileType::Uniform(t) => t.name().to_string(),
+            FileType::Q4KM => "Q4_K_M".into(),
+            FileType::Q5KM => "Q5_K_M".into(),
+        }
+    }
+
+    /// The `general.file_type` number llama.cpp gives this mix.
+    fn llama_ftype(self) -> u32 {
+        match self {
+            FileType::Uniform(t) => match t {
+                GgmlType::F32 => 0,
+                GgmlType::F16 => 1,
+                GgmlType::Q4_0 => 2,
+                GgmlType::Q4_1 => 3,
+                GgmlType::Q8_0 => 7,
+                GgmlType::Q5_0 => 8,
+                GgmlType::Q5_1 => 9,
+                GgmlType::Q4K => 14,
+                GgmlType::Q5K => 16,
+                GgmlType::Q6K => 18,
+                GgmlType::BF16 => 32,
+                _ => 0,
+            },
+            FileType::Q4KM => 15,
+            FileType::Q5KM => 17,
+        }
+    }
+
+    fn base(self) -> GgmlType {
+        match self {
+            FileType::Uniform(t) => t,
+            FileType::Q4KM => GgmlType::Q4K,
+            FileType::Q5KM => GgmlType::Q5K,
+        }
+    }
+
+    fn is_k_mix(self) -> bool {
+        matches!(self, FileType::Q4KM | FileType::Q5KM)
+    }
+}
+
+/// The shape and storage of a random model.
+#[derive(Debug, Clone)]
+pub struct RandomSpec {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    /// Reuse the token embedding as the output matrix.
+    pub tied_output: bool,
+    pub file_type: FileType,
+    pub seed: u64,
+}
+
+impl RandomSpec {
+    /// A small model of `arch` that every tensor type can store (all row
+    /// lengths are multiples of 256), quick to run in tests.
+    pub fn tiny(arch: &str, file_type: FileType) -> RandomSpec {
+        RandomSpec {
+            arch: arch.to_string(),
+            n_vocab: 384,
+            n_embd: 256,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 64,
+            n_ff: 512,
+            n_ctx_train: 2048,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+            tied_output: false,
+            file_type,
+            seed: 42,
+        }
+    }
+}
+
+/// Writes the model described by `spec` to `path`.
+pub fn write_random_model(spec: &RandomSpec, path: &Path) -> Result<()> {
+    let w = build(spec)?;
+    w.write(path)?;
+    Ok(())
+}
+
+/// Builds the model described by `spec` in memory.
+pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
+    if registry::lookup(&spec.arch).is_none() {
+        return Err(Error::Invalid(format!(
+            "cannot write a random '{}' model (supported: {})",
+            spec.arch,
+            registry::supported()
+        )));
+    }
+    if spec.n_head == 0 || spec.n_head_kv == 0 || spec.n_head % spec.n_head_kv != 0 {
+        return Err(Error::Invalid(format!("{} heads cannot share {} key/value heads", spec.n_head, spec.n_head_kv)));
+    }
+    if spec.n_vocab < 259 + 8 {
+        return Err(Error::Invalid(format!("a vocabulary of {} is too small (at least 267)", spec.n_vocab)));
+    }
+    let arch = spec.arch.as_str();
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut w = GgufWriter::new();
+    let k = |s: &str| format!("{arch}.{s}");
+    w.add("general.architecture", Value::String(arch.into()));
+    w.add("general.name", Value::String(format!("mori-random-{arch}-{}", spec.file_type.name())));
+    w.add("general.file_type", Value::U32(spec.file_type.llama_ftype()));
+    w.add(k("context_length"), Value::U32(spec.n_ctx_train as u32));
+    w.add(k("embedding_length"), Value::U32(spec.n_embd as u32));
+    w.add(k("block_count"), Value::U32(spec.n_layer as u32));
+    w.add(k("feed_forward_length"), Value::U32(spec.n_ff as u32));
+    w.add(k("attention.head_count"), Value::U32(spec.n_head as u32));
+    w.add(k("attention.head_count_kv"), Value::U32(spec.n_head_kv as u32));
+    w.add(k("attention.key_length"), Value::U32(spec.head_dim as u32));
+    w.add(k("attention.value_length"), Value::U32(spec.head_dim as u32));
+    w.add(k("attention.layer_norm_rms_epsilon"), Value::F32(spec.rms_eps));
+    w.add(k("rope.freq_base"), Value::F32(spec.rope_base));
+    w.add(k("rope.dimension_count"), Value::U32(spec.head_dim as u32));
+    add_vocab(&mut w, spec.n_vocab);
+
+    let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
+    let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
+    let ft = spec.file_type;
+    let base = ft.base();
+    let six = if ft.is_k_mix() { GgmlType::Q6K } else { base };
+    let out_scale = 2.5 / (d as f32).sqrt();
+
+    let embd_scale = if spec.tied_output { out_scale } else { 1.0 };
+    matrix(&mut w, &mut rng, "token_embd.weight", d, spec.n_vocab, base, embd_scale)?;
+    for i in 0..spec.n_layer {
+        let n = |t: &str| format!("blk.{i}.{t}");
+        // llama.cpp's *_M mixes give more bits to the value and down
+        // projections of the first and last eighth and every third layer between.
+        let more_bits = i < spec.n_layer / 8 || i >= 7 * spec.n_layer / 8 || (i - spec.n_layer / 8) % 3 == 2;
+        let vd_ty = if ft.is_k_mix() && more_bits { six } else { base };
+        vector(&mut w, &mut rng, &n("attn_norm.weight"), d, 1.0, 0.1)?;
+        matrix(&mut w, &mut rng, &n("attn_q.weight"), d, q_dim, base, 1.0 / (d as f32).sqrt())?;
+        matrix(&mut w, &mut rng, &n("attn_k.weight"), d, kv_dim, base, 1.0 / (d as f32).sqrt())?;
+        matrix(&mut w, &mut rng, &n("attn_v.weight"), d, kv_dim, vd_ty, 1.0 / (d as f32).sqrt())?;
+        matrix(&mut w, &mut rng, &n("attn_output.weight"), q_dim, d, base, 1.0 / (q_dim as f32).sqrt())?;
+        if arch == "qwen2" {
+            vector(&mut w, &mut rng, &n("attn_q.bias"), q_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_v.bias"), kv_dim, 0.0, 0.3)?;
+        }
+        if arch == "qwen3" {
+            vector(&mut w, &mut rng, &n("attn_q_norm.weight"), hd, 1.0, 0.1)?;
+            vector(&mut w, &mut rng, &n("attn_k_norm.weight"), hd, 1.0, 0.1)?;
+        }
+        vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 1.0, 0.1)?;
+        matrix(&mut w, &mut rng, &n("ffn_gate.weight"), d, ff, base, 1.0 / (d as f32).sqrt())?;
+        matrix(&mut w, &mut rng, &n("ffn_up.weight"), d, ff, base, 1.0 / (d as f32).sqrt())?;
+        matrix(&mut w, &mut rng, &n("ffn_down.weight"), ff, d, vd_ty, 1.0 / (ff as f32).sqrt())?;
+    }
+    vector(&mut w, &mut rng, "output_norm.weight", d, 1.0, 0.1)?;
+    if !spec.tied_output {
+        matrix(&mut w, &mut rng, "output.weight", d, spec.n_vocab, six, out_scale)?;
+    }
+    Ok(w)
+}
+
+/// A standard normal sample by Box–Muller, computed in f64 so the result is
+/// the same on every machine.
+fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.gen::<f64>().max(1e-300);
+    let u2: f64 = rng.gen::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// A `[n_rows][n_cols]` matrix of N(0, scale²) values stored as `ty`.
+fn matrix(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n_cols: usize, n_rows: usize, ty: GgmlType, scale: f32) -> Result<()> {
+    let row_bytes = ty.row_size(n_cols).map_err(|_| {
+        Error::Invalid(format!("tensor {name}: rows of {n_cols} cannot be stored as {ty} (blocks of {})", ty.block_size()))
+    })?;
+    let mut data = vec![0u8; row_bytes * n_rows];
+    let mut row = vec![0.0f32; n_cols];
+    for r in 0..n_rows {
+        row.iter_mut().for_each(|v| *v = normal(rng) * scale);
+        mori_kernels::quantize_row(ty, &row, &mut data[r * row_bytes..(r + 1) * row_bytes])?;
+    }
+    w.add_tensor(name, vec![n_cols as u64, n_rows as u64], ty, data)?;
+    Ok(())
+}
+
+/// An F32 vector of N(mean, std²) values.
+fn vector(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n: usize, mean: f32, std: f32) -> Result<()> {
+    let data: Vec<u8> = (0..n).flat_map(|_| (mean + std * normal(rng)).to_le_bytes()).collect();
+    w.add_tensor(name, vec![n as u64], GgmlType::F32, data)?;
+    Ok(())
+}
+
+/// A SentencePiece-style vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte
+/// tokens, then single characters and pairs of them, so any text can be
+/// tokenized and common pairs merge.
+fn add_vocab(w: &mut GgufWriter, n_vocab: usize) {
+    let chars: Vec<char> = "▁etaoinshrdlcumwfgypbvkjxqz.,!?'ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789".chars().collect();
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types: Vec<i32> = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let mut pieces: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+    'pairs: for a in &chars {
+        for b in &chars {
+            if *b == '▁' {
+                continue;
+            }
+            pieces.push(format!("{a}{b}"));
+            if tokens.len() + pieces.len() >= n_vocab {
+                break 'pairs;
+            }
+        }
+    }
+    pieces.truncate(n_vocab - tokens.len());
+    let n_special = tokens.len();
+    let mut scores: Vec<f32> = vec![0.0; n_special];
+    for (i, p) in pieces.into_iter().enumerate() {
+        tokens.push(p);
+        types.push(1);
+        scores.push(-(i as f32));
+    }
+    w.add("tokenizer.ggml.model", Value::String("llama".into()));
+    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    w.add("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    w.add("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.add("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.add("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    w.add("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    w.add("tokenizer.ggml.add_eos_token", Value::Bool(false));
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Records llama.cpp's logits for Mori's random-weight conformance models.
+
+For every architecture x tensor type in CASES this script
+  1. writes the model with `mori dev random-model` (deterministic: the same
+     flags give the same bytes, and the file's sha256 is recorded),
+  2. runs 64 fixed tokens through llama.cpp (PyPI `llama-cpp-python`) with
+     logits for every position,
+  3. stores those logits as little-endian f16 under
+     crates/mori-model/tests/fixtures/conformance/, plus one manifest.json.
+
+CI then regenerates each model with Mori, checks the digest, and compares
+Mori's logits with these without any Python (crates/mori-model/tests/conformance.rs).
+
+Usage (from the repository root, with llama-cpp-python installed):
+    cargo build --release -p mori
+    python3 scripts/record_conformance.py [--mori target/release/mori]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import llama_cpp
+
+N_POS = 64
+FIXTURES = os.path.join("crates", "mori-model", "tests", "fixtures", "conformance")
+
+# Shapes per architecture: small, but with the features that tell the
+# architectures apart (GQA, MQA, tied output, head width != hidden / heads).
+SPECS = {
+    "llama": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=2048,
+                  rope_base=10000.0, tied=False, seed=1),
+    "qwen2": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=1, head_dim=64, ff=768, ctx=4096,
+                  rope_base=1000000.0, tied=True, seed=2),
+    "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
+                  rope_base=1000000.0, tied=False, seed=3),
+}
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"]
+
+
+def write_model(mori, arch, ty, spec, path):
+    cmd = [mori, "dev", "random-model", path, "--arch", arch, "--type", ty]
+    for k, v in spec.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            if v:
+                cmd.append(flag)
+        else:
+            cmd += [flag, str(v)]
+    subprocess.run(cmd, check=True)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def reference_logits(path, tokens):
+    llm = llama_cpp.Llama(model_path=path, n_ctx=128, n_batch=N_POS, n_ubatch=N_POS, logits_all=True,
+                          n_threads=2, verbose=False)
+    llm.eval(tokens)
+    scores = np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    del llm
+    return scores
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
+    args = ap.parse_args()
+    os.makedirs(FIXTURES, exist_ok=True)
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, spec in SPECS.items():
+            rng = random.Random(1000 + spec["seed"])
+            tokens = [1] + [rng.randrange(3, spec["vocab"]) for _ in range(N_POS - 1)]
+            for ty in TYPES:
+                path = os.path.join(tmp, f"{arch}-{ty}.gguf")
+                write_model(args.mori, arch, ty, spec, path)
+                logits = reference_logits(path, tokens)
+                assert logits.shape == (N_POS, spec["vocab"]), logits.shape
+                std = float(logits.std(axis=1).mean())
+                name = f"{arch}-{ty}.f16"
+                logits.astype("<f2").tofile(os.path.join(FIXTURES, name))
+                cases.append(dict(arch=arch, type=ty, spec=spec, sha256=sha256(path), tokens=tokens,
+                                  logits=name, logit_std=round(std, 3)))
+                print(f"{arch:6} {ty:7} logit std {std:.2f}", file=sys.stderr)
+    manifest = dict(
+        reference=f"llama-cpp-python {llama_cpp.__version__}",
+        n_pos=N_POS,
+        note="Logits of llama.cpp (default f16 KV cache) for each random model, f16 little-endian [n_pos][vocab].",
+        cases=cases,
+    )
+    with open(os.path.join(FIXTURES, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
