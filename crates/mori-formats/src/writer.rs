@@ -1,0 +1,197 @@
+//! The GGUF writer: metadata and tensors in, a v3 file out.
+
+use std::io::Write;
+use std::path::Path;
+
+use mori_kernels::GgmlType;
+
+use crate::value::{Array, Value};
+use crate::{Error, Result, DEFAULT_ALIGNMENT, GGUF_MAGIC};
+
+struct PendingTensor {
+    name: String,
+    dims: Vec<u64>,
+    ty: GgmlType,
+    data: Vec<u8>,
+}
+
+/// Collects metadata and tensors, then writes a GGUF v3 file.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<PendingTensor>,
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key`, keeping the order of first insertion.
+    pub fn add(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        match self.metadata.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.metadata.push((key, value)),
+        }
+    }
+
+    /// Adds a tensor; `dims` in ggml order (`dims[0]` is the row length) and
+    /// `data` already encoded in `ty`.
+    pub fn add_tensor(&mut self, name: impl Into<String>, dims: Vec<u64>, ty: GgmlType, data: Vec<u8>) -> Result<()> {
+        let name = name.into();
+        let err = |msg: String| Error::Invalid { path: "<writer>".into(), what: format!("tensor '{name}'"), msg };
+        if dims.is_empty() || dims.len() > 4 {
+            return Err(err(format!("{} dimensions (1 to 4 allowed)", dims.len())));
+        }
+        if self.tensors.iter().any(|t| t.name == name) {
+            return Err(err("added twice".into()));
+        }
+        let row = ty.row_size(dims[0] as usize).map_err(|e| err(e.to_string()))?;
+        let n_rows: u64 = dims[1..].iter().product();
+        let expected = row as u64 * n_rows;
+        if data.len() as u64 != expected {
+            return Err(err(format!("{} bytes given, shape {dims:?} of {ty} needs {expected}", data.len())));
+        }
+        self.tensors.push(PendingTensor { name, dims, ty, data });
+        Ok(())
+    }
+
+    fn alignment(&self) -> u64 {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .filter(|a| a.is_power_of_two())
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+
+    /// The whole file in memory.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_to(&mut out).map_err(|source| Error::Io { path: "<memory>".into(), source })?;
+        Ok(out)
+    }
+
+    /// Writes the file next to `path` and renames it into place, so a reader
+    /// never sees a half-written model.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+        let result = (|| {
+            let f = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::new(f);
+            self.write_to(&mut w)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let align = self.alignment();
+        let mut n = 0u64; // bytes written so far, for padding
+        let mut put = |w: &mut dyn Write, b: &[u8]| -> std::io::Result<()> {
+            n += b.len() as u64;
+            w.write_all(b)
+        };
+        put(w, &GGUF_MAGIC)?;
+        put(w, &3u32.to_le_bytes())?;
+        put(w, &(self.tensors.len() as u64).to_le_bytes())?;
+        put(w, &(self.metadata.len() as u64).to_le_bytes())?;
+        let mut buf = Vec::new();
+        for (k, v) in &self.metadata {
+            buf.clear();
+            put_str(&mut buf, k);
+            buf.extend_from_slice(&v.type_id().to_le_bytes());
+            put_value(&mut buf, v);
+            put(w, &buf)?;
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            buf.clear();
+            put_str(&mut buf, &t.name);
+            buf.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                buf.extend_from_slice(&d.to_le_bytes());
+            }
+            buf.extend_from_slice(&(t.ty as u32).to_le_bytes());
+            buf.extend_from_slice(&offset.to_le_bytes());
+            put(w, &buf)?;
+            offsets.push(offset);
+            offset = (offset + t.data.len() as u64).div_ceil(align) * align;
+        }
+        let mut pos = n;
+        let pad = |pos: u64| (pos.div_ceil(align) * align - pos) as usize;
+        let zeros = vec![0u8; align as usize];
+        w.write_all(&zeros[..pad(pos)])?;
+        pos += pad(pos) as u64;
+        let data_start = pos;
+        for (t, off) in self.tensors.iter().zip(offsets) {
+            debug_assert_eq!(pos - data_start, off);
+            w.write_all(&t.data)?;
+            pos += t.data.len() as u64;
+            let p = pad(pos);
+            w.write_all(&zeros[..p])?;
+            pos += p as u64;
+        }
+        Ok(())
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(buf: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => buf.push(*x),
+        Value::I8(x) => buf.push(*x as u8),
+        Value::U16(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => buf.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => buf.push(*x as u8),
+        Value::String(s) => put_str(buf, s),
+        Value::Array(a) => put_array(buf, a),
+    }
+}
+
+fn put_array(buf: &mut Vec<u8>, a: &Array) {
+    buf.extend_from_slice(&a.elem_type_id().to_le_bytes());
+    buf.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    macro_rules! each {
+        ($v:expr, |$x:ident| $body:expr) => {
+            for $x in $v {
+                $body;
+            }
+        };
+    }
+    match a {
+        Array::U8(v) => buf.extend_from_slice(v),
+        Array::I8(v) => each!(v, |x| buf.push(*x as u8)),
+        Array::U16(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::I16(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::U32(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::I32(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::U64(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::I64(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::F32(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::F64(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
+        Array::Bool(v) => each!(v, |x| buf.push(*x as u8)),
+        Array::String(v) => each!(v, |s| put_str(buf, s)),
+        Array::Array(v) => each!(v, |inner| put_array(buf, inner)),
+    }
+}

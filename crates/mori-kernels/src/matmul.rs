@@ -1,0 +1,222 @@
+//! Quantize/dequantize dispatch by type, activation preparation, and the
+//! multi-threaded matrix product every projection of a forward pass uses.
+
+use crate::simd;
+use crate::{kquants, quants, Error, GgmlType, Result, ThreadPool};
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(Error::Size { what, expected, got });
+    }
+    Ok(())
+}
+
+/// Encodes one row of `src.len()` floats as `ty` into `dst`.
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    check_len("quantized row bytes", ty.row_size(src.len())?, dst.len())?;
+    match ty {
+        GgmlType::F32 => {
+            for (v, b) in src.iter().zip(dst.chunks_exact_mut(4)) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => quants::quantize_f16(src, dst),
+        GgmlType::BF16 => quants::quantize_bf16(src, dst),
+        GgmlType::Q4_0 => quants::quantize_q4_0(src, dst),
+        GgmlType::Q4_1 => quants::quantize_q4_1(src, dst),
+        GgmlType::Q5_0 => quants::quantize_q5_0(src, dst),
+        GgmlType::Q5_1 => quants::quantize_q5_1(src, dst),
+        GgmlType::Q8_0 => quants::quantize_q8_0(src, dst),
+        GgmlType::Q8_1 => quants::quantize_q8_1(src, dst),
+        GgmlType::Q4K => kquants::quantize_row_q4_k(src, dst)?,
+        GgmlType::Q5K => kquants::quantize_row_q5_k(src, dst)?,
+        GgmlType::Q6K => kquants::quantize_row_q6_k(src, dst)?,
+        GgmlType::Q8K => kquants::quantize_row_q8_k(src, dst)?,
+    }
+    Ok(())
+}
+
+/// Decodes one row of `ty` into `dst.len()` floats.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    check_len("quantized row bytes", ty.row_size(dst.len())?, src.len())?;
+    match ty {
+        GgmlType::F32 => {
+            for (b, v) in src.chunks_exact(4).zip(dst.iter_mut()) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => quants::dequantize_f16(src, dst),
+        GgmlType::BF16 => quants::dequantize_bf16(src, dst),
+        GgmlType::Q4_0 => quants::dequantize_q4_0(src, dst),
+        GgmlType::Q4_1 => quants::dequantize_q4_1(src, dst),
+        GgmlType::Q5_0 => quants::dequantize_q5_0(src, dst),
+        GgmlType::Q5_1 => quants::dequantize_q5_1(src, dst),
+        GgmlType::Q8_0 => quants::dequantize_q8_0(src, dst),
+        GgmlType::Q8_1 => quants::dequantize_q8_1(src, dst),
+        GgmlType::Q4K => kquants::dequantize_row_q4_k(src, dst)?,
+        GgmlType::Q5K => kquants::dequantize_row_q5_k(src, dst)?,
+        GgmlType::Q6K => kquants::dequantize_row_q6_k(src, dst)?,
+        GgmlType::Q8K => kquants::dequantize_row_q8_k(src, dst)?,
+    }
+    Ok(())
+}
+
+/// The format activations are converted to before a dot product with weights
+/// of type `w`: 8-bit blocks for the quantized types (integer dot products),
+/// f32 for the float types (the weight is widened on the fly).
+pub fn vec_dot_type(w: GgmlType) -> GgmlType {
+    match w {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
+        // Activation formats are never weights; pair them with themselves.
+        GgmlType::Q8_1 => GgmlType::Q8_1,
+        GgmlType::Q8K => GgmlType::Q8K,
+    }
+}
+
+/// Dot product of one weight row (`n` elements of `ty`) with one activation
+/// row already in `vec_dot_type(ty)`.
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], x: ActRow<'_>) -> f32 {
+    match (ty, x) {
+        (GgmlType::F32, ActRow::F32(x)) => simd::dot_f32_bytes(w, &x[..n]),
+        (GgmlType::F16, ActRow::F32(x)) => simd::dot_f16(w, &x[..n]),
+        (GgmlType::BF16, ActRow::F32(x)) => simd::dot_bf16(w, &x[..n]),
+        (GgmlType::Q4_0, ActRow::Q(x)) => simd::dot_q4_0_q8_0(w, x),
+        (GgmlType::Q4_1, ActRow::Q(x)) => quants::dot_q4_1_q8_1(w, x),
+        (GgmlType::Q5_0, ActRow::Q(x)) => quants::dot_q5_0_q8_0(w, x),
+        (GgmlType::Q5_1, ActRow::Q(x)) => quants::dot_q5_1_q8_1(w, x),
+        (GgmlType::Q8_0, ActRow::Q(x)) => simd::dot_q8_0_q8_0(w, x),
+        (GgmlType::Q4K, ActRow::Q(x)) => kquants::vec_dot_q4_k_q8_k(n, w, x),
+        (GgmlType::Q5K, ActRow::Q(x)) => kquants::vec_dot_q5_k_q8_k(n, w, x),
+        (GgmlType::Q6K, ActRow::Q(x)) => kquants::vec_dot_q6_k_q8_k(n, w, x),
+        _ => panic!("vec_dot: {ty} weights with mismatched activations (callers check vec_dot_type)"),
+    }
+}
+
+/// One activation row in the format a weight type's dot product wants.
+#[derive(Clone, Copy)]
+pub enum ActRow<'a> {
+    F32(&'a [f32]),
+    Q(&'a [u8]),
+}
+
+/// A weight matrix read in place: `n_rows` rows of `n_cols` elements of `ty`.
+#[derive(Clone, Copy)]
+pub struct WeightView<'a> {
+    pub ty: GgmlType,
+    pub data: &'a [u8],
+    pub n_rows: usize,
+    pub n_cols: usize,
+}
+
+impl<'a> WeightView<'a> {
+    pub fn new(ty: GgmlType, data: &'a [u8], n_rows: usize, n_cols: usize) -> Result<Self> {
+        check_len("weight matrix bytes", ty.row_size(n_cols)? * n_rows, data.len())?;
+        Ok(WeightView { ty, data, n_rows, n_cols })
+    }
+
+    fn row(&self, r: usize, row_bytes: usize) -> &'a [u8] {
+        &self.data[r * row_bytes..(r + 1) * row_bytes]
+    }
+}
+
+/// Activations `[n_tokens][n_cols]` converted once to the format that weights
+/// of one activation type multiply with; reused across calls to avoid
+/// allocating in the token loop.
+#[derive(Default)]
+pub struct ActBuf {
+    ty: Option<GgmlType>,
+    n_tokens: usize,
+    n_cols: usize,
+    row_bytes: usize,
+    f32s: Vec<f32>,
+    bytes: Vec<u8>,
+}
+
+impl ActBuf {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Converts `x` (`n_tokens` rows of `n_cols`) for products with weights of type `w_ty`.
+    pub fn prepare(&mut self, w_ty: GgmlType, x: &[f32], n_tokens: usize, n_cols: usize) -> Result<()> {
+        check_len("activation floats", n_tokens * n_cols, x.len())?;
+        let ty = vec_dot_type(w_ty);
+        self.n_tokens = n_tokens;
+        self.n_cols = n_cols;
+        if ty == GgmlType::F32 {
+            self.f32s.clear();
+            self.f32s.extend_from_slice(x);
+            self.row_bytes = n_cols * 4;
+        } else {
+            self.row_bytes = ty.row_size(n_cols)?;
+            self.bytes.resize(self.row_bytes * n_tokens, 0);
+            for (src, dst) in x.chunks_exact(n_cols).zip(self.bytes.chunks_exact_mut(self.row_bytes)) {
+                quantize_row(ty, src, dst)?;
+            }
+        }
+        self.ty = Some(ty);
+        Ok(())
+    }
+
+    fn row(&self, t: usize) -> ActRow<'_> {
+        match self.ty {
+            Some(GgmlType::F32) => ActRow::F32(&self.f32s[t * self.n_cols..(t + 1) * self.n_cols]),
+            _ => ActRow::Q(&self.bytes[t * self.row_bytes..(t + 1) * self.row_bytes]),
+        }
+    }
+}
+
+/// A raw output pointer shared by the threads of one product; each thread
+/// writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint indices (distinct weight rows), and `matmul`
+// does not return until every thread is done.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Rows handed to a thread at a time: small enough to balance, large enough
+/// that the bookkeeping is negligible.
+const ROW_CHUNK: usize = 16;
+
+/// `y[t * w.n_rows + r] = w[r] · x[t]` for every token row `t` of `acts`.
+pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -> Result<()> {
+    let Some(act_ty) = acts.ty else {
+        return Err(Error::Unsupported("matmul with activations that were never prepared".into()));
+    };
+    if act_ty != vec_dot_type(w.ty) {
+        return Err(Error::Unsupported(format!(
+            "{} weights need {} activations, but they were prepared as {act_ty}",
+            w.ty,
+            vec_dot_type(w.ty)
+        )));
+    }
+    check_len("activation columns", w.n_cols, acts.n_cols)?;
+    check_len("matmul output", acts.n_tokens * w.n_rows, y.len())?;
+    let row_bytes = w.ty.row_size(w.n_cols)?;
+    let (n_rows, n_tokens, n_cols) = (w.n_rows, acts.n_tokens, w.n_cols);
+    let out = OutPtr(y.as_mut_ptr());
+    let n_chunks = n_rows.div_ceil(ROW_CHUNK);
+    let n_threads = pool.n_threads();
+    pool.run(|tid| {
+        let out = out;
+        // Contiguous chunk ranges per thread keep each thread's weights streaming.
+        let per = n_chunks.div_ceil(n_threads);
+        let (c0, c1) = (tid * per, ((tid + 1) * per).min(n_chunks));
+        for c in c0..c1 {
+            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n_rows) {
+                let wr = w.row(r, row_bytes);
+                for t in 0..n_tokens {
+                    let v = vec_dot(w.ty, n_cols, wr, acts.row(t));
+                    // SAFETY: `t * n_rows + r` < y.len() (checked above), and row `r`
+                    // belongs to this thread alone.
+                    unsafe { *out.0.add(t * n_rows + r) = v };
+                }
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The float types and ggml's "legacy" 32-element block formats (Q4_0, Q4_1,
+//! Q5_0, Q5_1, Q8_0, Q8_1): layouts, reference quantizers that produce the
+//! same bytes as ggml's, dequantizers and scalar dot products.
+//!
+//! Block layouts (little-endian, packed):
+//! - Q4_0: f16 d, 16 bytes of nibbles; element j is the low nibble of byte j,
+//!   element j+16 the high nibble; value = (q - 8) * d.
+//! - Q4_1: f16 d, f16 m, nibbles as Q4_0; value = q * d + m.
+//! - Q5_0: f16 d, u32 qh (fifth bits), nibbles; value = (q - 16) * d.
+//! - Q5_1: f16 d, f16 m, u32 qh, nibbles; value = q * d + m.
+//! - Q8_0: f16 d, 32 x i8; value = q * d.
+//! - Q8_1: f16 d, f16 s (= d * sum of q), 32 x i8 — only for activations.
+
+use half::{bf16, f16};
+
+pub const QK: usize = 32;
+
+#[repr(C)]
+pub struct BlockQ4_0 {
+    pub d: u16,
+    pub qs: [u8; QK / 2],
+}
+#[repr(C)]
+pub struct BlockQ4_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qs: [u8; QK / 2],
+}
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: u16,
+    pub qs: [i8; QK],
+}
+#[repr(C)]
+pub struct BlockQ8_1 {
+    pub d: u16,
+    pub s: u16,
+    pub qs: [i8; QK],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+
+#[inline]
+pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+#[inline]
+fn put_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// The element with the largest magnitude, with its sign (ggml scales by it
+/// so that the extreme value lands exactly on the end of the range).
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter().fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+pub fn quantize_q4_0(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(18)) {
+        let (_, max) = signed_absmax(xb);
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(yb, 0, d);
+        for j in 0..QK / 2 {
+            // Truncation after +8.5 is ggml's rounding (values are >= 0.5 here).
+            let q0 = ((xb[j] * id + 8.5) as i8).min(15) as u8;
+            let q1 = ((xb[j + 16] * id + 8.5) as i8).min(15) as u8;
+            yb[2 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+pub fn quantize_q4_1(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(20)) {
+        let (min, max) = min_max(xb);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(yb, 0, d);
+        put_f16(yb, 2, min);
+        for j in 0..QK / 2 {
+            let q0 = (((xb[j] - min) * id + 0.5) as i8).min(15) as u8;
+            let q1 = (((xb[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
+            yb[4 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+pub fn quantize_q5_0(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(22)) {
+        let (_, max) = signed_absmax(xb);
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(yb, 0, d);
+        let mut qh = 0u32;
+        for j in 0..QK / 2 {
+            let q0 = ((xb[j] * id + 16.5) as i8).min(31) as u8;
+            let q1 = ((xb[j + 16] * id + 16.5) as i8).min(31) as u8;
+            yb[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+            qh |= (((q0 & 0x10) >> 4) as u32) << j;
+            qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);
+        }
+        yb[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+pub fn quantize_q5_1(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(24)) {
+        let (min, max) = min_max(xb);
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(yb, 0, d);
+        put_f16(yb, 2, min);
+        let mut qh = 0u32;
+        for j in 0..QK / 2 {
+            let q0 = ((xb[j] - min) * id + 0.5) as u8;
+            let q1 = ((xb[j + 16] - min) * id + 0.5) as u8;
+            yb[8 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+            qh |= (((q0 & 0x10) >> 4) as u32) << j;
+            qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);
+        }
+        yb[4..8].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+pub fn quantize_q8_0(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
+        let (amax, _) = signed_absmax(xb);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        put_f16(yb, 0, d);
+        for j in 0..QK {
+            yb[2 + j] = (xb[j] * id).round() as i8 as u8;
+        }
+    }
+}
+
+pub fn quantize_q8_1(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(36)) {
+        let (amax, _) = signed_absmax(xb);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for j in 0..QK {
+            let q = (xb[j] * id).round() as i8;
+            sum += q as i32;
+            yb[4 + j] = q as u8;
+        }
+        put_f16(yb, 0, d);
+        put_f16(yb, 2, sum as f32 * d);
+    }
+}
+
+pub fn dequantize_q4_0(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact_mut(QK)) {
+        let d = f16_at(xb, 0);
+        for j in 0..QK / 2 {
+            yb[j] = ((xb[2 + j] & 0x0f) as i32 - 8) as f32 * d;
+            yb[j + 16] = ((xb[2 + j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q4_1(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(20).zip(y.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(xb, 0), f16_at(xb, 2));
+        for j in 0..QK / 2 {
+            yb[j] = (xb[4 + j] & 0x0f) as f32 * d + m;
+            yb[j + 16] = (xb[4 + j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+#[inline]
+fn q5_values(qh: u32, qs: &[u8], j: usize) -> (i32, i32) {
+    let h0 = ((qh >> j) << 4) & 0x10;
+    let h1 = (qh >> (j + 12)) & 0x10;
+    (((qs[j] & 0x0f) as u32 | h0) as i32, ((qs[j] >> 4) as u32 | h1) as i32)
+}
+
+pub fn dequantize_q5_0(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(22).zip(y.chunks_exact_mut(QK)) {
+        let d = f16_at(xb, 0);
+        let qh = u32::from_le_bytes([xb[2], xb[3], xb[4], xb[5]]);
+        for j in 0..QK / 2 {
+            let (a, b) = q5_values(qh, &xb[6..], j);
+            yb[j] = (a - 16) as f32 * d;
+            yb[j + 16] = (b - 16) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q5_1(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(24).zip(y.chunks_exact_mut(QK)) {
+        let (d, m) = (f16_at(xb, 0), f16_at(xb, 2));
+        let qh = u32::from_le_bytes([xb[4], xb[5], xb[6], xb[7]]);
+        for j in 0..QK / 2 {
+            let (a, b) = q5_values(qh, &xb[8..], j);
+            yb[j] = a as f32 * d + m;
+            yb[j + 16] = b as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q8_0(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(34).zip(y.chunks_exact_mut(QK)) {
+        let d = f16_at(xb, 0);
+        for j in 0..QK {
+            yb[j] = xb[2 + j] as i8 as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q8_1(x: &[u8], y: &mut [f32]) {
+    for (xb, yb) in x.chunks_exact(36).zip(y.chunks_exact_mut(QK)) {
+        let d = f16_at(xb, 0);
+        for j in 0..QK {
+            yb[j] = xb[4 + j] as i8 as f32 * d;
+        }
+    }
+}
+
+/// ggml's f32 → bf16: round to nearest even, NaN kept quiet.
+pub fn f32_to_bf16_bits(v: f32) -> u16 {
+    let u = v.to_bits();
+    if (u & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+}
+
+pub fn quantize_f16(x: &[f32], y: &mut [u8]) {
+    for (v, b) in x.iter().zip(y.chunks_exact_mut(2)) {
+        b.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+    }
+}
+
+pub fn quantize_bf16(x: &[f32], y: &mut [u8]) {
+    for (v, b) in x.iter().zip(y.chunks_exact_mut(2)) {
+        b.copy_from_slice(&f32_to_bf16_bits(*v).to_le_bytes());
+    }
+}
+
+pub fn dequantize_f16(x: &[u8], y: &mut [f32]) {
+    for (b, v) in x.chunks_exact(2).zip(y.iter_mut()) {
+        *v = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    }
+}
+
+pub fn dequantize_bf16(x: &[u8], y: &mut [f32]) {
+    for (b, v) in x.chunks_exact(2).zip(y.iter_mut()) {
+        *v = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    }
+}
+
+// ---- scalar dot products: weight blocks against activation blocks ----
+
+pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.chunks_exact(18).zip(x.chunks_exact(34)) {
+        let mut isum = 0i32;
+        for j in 0..QK / 2 {
+            isum += ((wb[2 + j] & 0x0f) as i32 - 8) * xb[2 + j] as i8 as i32;
+            isum += ((wb[2 + j] >> 4) as i32 - 8) * xb[2 + j + 16] as i8 as i32;
+        }
+        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+    }
+    sum
+}
+
+pub fn dot_q4_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.chunks_exact(20).zip(x.chunks_exact(36)) {
+        let mut isum = 0i32;
+        for j in 0..QK / 2 {
+            isum += (wb[4 + j] & 0x0f) as i32 * xb[4 + j] as i8 as i32;
+            isum += (wb[4 + j] >> 4) as i32 * xb[4 + j + 16] as i8 as i32;
+        }
+        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0) + f16_at(wb, 2) * f16_at(xb, 2);
+    }
+    sum
+}
+
+pub fn dot_q5_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.chunks_exact(22).zip(x.chunks_exact(34)) {
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let mut isum = 0i32;
+        for j in 0..QK / 2 {
+            let (a, b) = q5_values(qh, &wb[6..], j);
+            isum += (a - 16) * xb[2 + j] as i8 as i32 + (b - 16) * xb[2 + j + 16] as i8 as i32;
+        }
+        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+    }
+    sum
+}
+
+pub fn dot_q5_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.chunks_exact(24).zip(x.chunks_exact(36)) {
+        let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+        let mut isum = 0i32;
+        for j in 0..QK / 2 {
+            let (a, b) = q5_values(qh, &wb[8..], j);
+            isum += a * xb[4 + j] as i8 as i32 + b * xb[4 + j + 16] as i8 as i32;
+        }
+        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0) + f16_at(wb, 2) * f16_at(xb, 2);
+    }
+    sum
+}
+
+pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.chunks_exact(34).zip(x.chunks_exact(34)) {
+        let mut isum = 0i32;
+        for j in 0..QK {
+            isum += wb[2 + j] as i8 as i32 * xb[2 + j] as i8 as i32;
+        }
+        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+    }
+    sum
+}
+
+pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut tail = 0.0f32;
+    let mut wc = w.chunks_exact(32);
+    let mut xc = x.chunks_exact(8);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for j in 0..8 {
+            acc[j] += f32::from_le_bytes([wb[4 * j], wb[4 * j + 1], wb[4 * j + 2], wb[4 * j + 3]]) * xb[j];
+        }
+    }
+    for (wb, &xv) in wc.remainder().chunks_exact(4).zip(xc.remainder()) {
+        tail += f32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]]) * xv;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut tail = 0.0f32;
+    let mut wc = w.chunks_exact(16);
+    let mut xc = x.chunks_exact(8);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for j in 0..8 {
+            acc[j] += f16::from_bits(u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]])).to_f32() * xb[j];
+        }
+    }
+    for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {
+        tail += f16::from_bits(u16::from_le_bytes([wb[0], wb[1]])).to_f32() * xv;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut tail = 0.0f32;
+    let mut wc = w.chunks_exact(16);
+    let mut xc = x.chunks_exact(8);
+    for (wb, xb) in (&mut wc).zip(&mut xc) {
+        for j in 0..8 {
+            acc[j] += f32::from_bits((u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]]) as u32) << 16) * xb[j];
+        }
+    }
+    for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {
+        tail += f32::from_bits((u16::from_le_bytes([wb[0], wb[1]]) as u32) << 16) * xv;
+    }
+    acc.iter().sum::<f32>() + tail
+}
