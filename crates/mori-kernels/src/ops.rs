@@ -282,24 +282,32 @@ pub fn attention(
     let n_threads = pool.n_threads();
     pool.run(|tid| {
         let mut scores = vec![0.0f32; n_kv];
+        let mut qh16 = vec![0.0f32; hd];
         let mut row = vec![0.0f32; hd];
         let mut acc = vec![0.0f32; hd];
         let mut item = tid;
         while item < n_items {
             let (t, h) = (item / n_head, item % n_head);
             let kvh = h / n_gqa;
-            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            // The cache holds f16, and products with it round the other operand
+            // to f16 too, as llama.cpp's do: models whose activations are later
+            // quantized to 8 bits amplify even such last-bit differences, so
+            // matching llama.cpp means matching its roundings.
+            for (d, &s) in qh16.iter_mut().zip(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]) {
+                *d = half::f16::from_f32(s).to_f32();
+            }
             let n_seen = pos0 + t + 1;
             for (p, s) in scores[..n_seen].iter_mut().enumerate() {
                 let kh = &k[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
                 for (r, x) in row.iter_mut().zip(kh) {
                     *r = x.to_f32();
                 }
-                *s = dot_f32(qh, &row) * scale;
+                *s = dot_f32(&qh16, &row) * scale;
             }
             softmax_inplace(&mut scores[..n_seen]);
             acc.iter_mut().for_each(|a| *a = 0.0);
             for (p, &w) in scores[..n_seen].iter().enumerate() {
+                let w = half::f16::from_f32(w).to_f32();
                 let vh = &v[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
                 for (a, x) in acc.iter_mut().zip(vh) {
                     *a += w * x.to_f32();
