@@ -281,9 +281,12 @@ pub fn attention(
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
     pool.run(|tid| {
-        let mut scores = vec![0.0f32; n_kv];
+        // Rows are padded to whole 16-lane groups; the padding holds exact zeros.
+        let n_pad = n_kv.div_ceil(LANES) * LANES;
+        let mut scores = vec![0.0f32; n_pad];
         let mut qh16 = vec![0.0f32; hd];
         let mut row = vec![0.0f32; hd];
+        let mut vcol = vec![0.0f32; n_pad];
         let mut acc = vec![0.0f32; hd];
         let mut item = tid;
         while item < n_items {
@@ -291,8 +294,8 @@ pub fn attention(
             let kvh = h / n_gqa;
             // The cache holds f16, and products with it round the other operand
             // to f16 too, as llama.cpp's do: models whose activations are later
-            // quantized to 8 bits amplify even such last-bit differences, so
-            // matching llama.cpp means matching its roundings.
+            // quantized to 8 bits amplify even last-bit differences, so matching
+            // llama.cpp means matching its roundings and summation order.
             for (d, &s) in qh16.iter_mut().zip(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]) {
                 *d = half::f16::from_f32(s).to_f32();
             }
@@ -302,22 +305,98 @@ pub fn attention(
                 for (r, x) in row.iter_mut().zip(kh) {
                     *r = x.to_f32();
                 }
-                *s = dot_f32(&qh16, &row) * scale;
+                *s = dot_lanes(&qh16, &row) * scale;
             }
-            softmax_inplace(&mut scores[..n_seen]);
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (p, &w) in scores[..n_seen].iter().enumerate() {
-                let w = half::f16::from_f32(w).to_f32();
-                let vh = &v[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                for (a, x) in acc.iter_mut().zip(vh) {
-                    *a += w * x.to_f32();
+            scores[n_seen..].iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+            softmax_lanes(&mut scores);
+            for s in scores.iter_mut() {
+                *s = half::f16::from_f32(*s).to_f32();
+            }
+            for (d, a) in acc.iter_mut().enumerate() {
+                for (p, c) in vcol[..n_seen].iter_mut().enumerate() {
+                    *c = v[p * kv_dim + kvh * hd + d].to_f32();
                 }
+                vcol[n_seen..].iter_mut().for_each(|c| *c = 0.0);
+                *a = dot_lanes(&vcol, &scores);
             }
             let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
             slot.copy_from_slice(&acc);
             item += n_threads;
         }
     });
+}
+
+/// Width of the accumulators in [`dot_lanes`] and [`softmax_lanes`].
+const LANES: usize = 16;
+
+/// Dot product in a fixed order: 16 lanes of fused multiply-adds over the
+/// vectors in steps of 16, then a pairwise tree. This is the order of a
+/// 16-wide SIMD kernel (and of llama.cpp's f16 products on AVX-512), so a SIMD
+/// version gives bit-identical results. Lengths must be multiples of 16.
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len() % LANES, 0);
+    let mut acc = [0.0f32; LANES];
+    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for j in 0..LANES {
+            acc[j] = ca[j].mul_add(cb[j], acc[j]);
+        }
+    }
+    reduce_lanes(&acc)
+}
+
+/// Sum of 16 lanes as a pairwise tree: halves, then quarters, and so on.
+fn reduce_lanes(a: &[f32; LANES]) -> f32 {
+    let mut t8 = [0.0f32; 8];
+    for i in 0..8 {
+        t8[i] = a[8 + i] + a[i];
+    }
+    let mut t4 = [0.0f32; 4];
+    for i in 0..4 {
+        t4[i] = t8[4 + i] + t8[i];
+    }
+    let t2 = [t4[0] + t4[2], t4[1] + t4[3]];
+    t2[0] + t2[1]
+}
+
+/// `exp(x)` by range reduction to `2^n * e^b` and a degree-5 polynomial in
+/// `b`, with fused multiply-adds. Accurate to about 1.5 ulp; chosen because it
+/// is the approximation llama.cpp's softmax uses, so probabilities match it
+/// bit for bit.
+pub fn exp_approx(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 1.5 * 2^23: adding it rounds to an integer
+    let z = x.mul_add(c(0x3fb8_aa3b), r); // x / ln 2 + r
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    if n.abs() > 192.0 || n.is_nan() {
+        return if n <= 0.0 { 0.0 } else if n.is_nan() { f32::NAN } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = c(0x3c07_2010).mul_add(b, c(0x3d2b_9f17)).mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)));
+    let j = j.mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    // j * 2^n in one rounding (f64 holds the exact product).
+    ((j as f64) * 2f64.powi(n as i32)) as f32
+}
+
+/// Softmax in place over a row whose length is a multiple of 16, summing each
+/// group of 16 as a tree and the groups in f64.
+pub fn softmax_lanes(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let mut sum = 0.0f64;
+    for chunk in x.chunks_exact_mut(LANES) {
+        let mut lanes = [0.0f32; LANES];
+        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *l = *v;
+        }
+        sum += reduce_lanes(&lanes) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Plain f32 dot product with four accumulators so the compiler can vectorise it.
