@@ -12,7 +12,9 @@ use mori_model::random::{write_random_model, FileType, RandomSpec};
 use mori_model::{Logits, Model};
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 #[derive(Args)]
@@ -31,7 +33,8 @@ pub struct TokenizeArgs {
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let f = mori_formats::GgufFile::open(&a.model)?;
-    let tok = mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model.display()))?;
+    let tok = mori_model::Tokenizer::from_gguf(&f)
+        .with_context(|| format!("{}: tokenizer", a.model.display()))?;
     let ids = tok.encode(&a.text, !a.no_special, !a.no_parse_special);
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
@@ -79,8 +82,16 @@ pub fn info(a: InfoArgs) -> Result<()> {
     }
     println!("architecture  {}", m.info.arch);
     println!("parameters    {:.2} M", m.info.n_params as f64 / 1e6);
-    println!("file size     {:.2} MiB", m.info.file_size as f64 / (1 << 20) as f64);
-    let types: Vec<String> = m.info.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    println!(
+        "file size     {:.2} MiB",
+        m.info.file_size as f64 / (1 << 20) as f64
+    );
+    let types: Vec<String> = m
+        .info
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
     println!("tensor types  {}", types.join(", "));
     println!("vocabulary    {}", hp.n_vocab);
     println!("context       {}", hp.n_ctx_train);
@@ -108,7 +119,9 @@ pub struct DemoArgs {
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
-    let Some(ft) = FileType::parse(&a.ty) else { bail!("unknown tensor type '{}'", a.ty) };
+    let Some(ft) = FileType::parse(&a.ty) else {
+        bail!("unknown tensor type '{}'", a.ty)
+    };
     let dir = std::env::temp_dir().join(format!("mori-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("random-{}-{}.gguf", a.arch, ft.name()));
@@ -121,7 +134,13 @@ pub fn demo(a: DemoArgs) -> Result<()> {
 
 fn run_demo(path: &std::path::Path, a: &DemoArgs) -> Result<()> {
     let model = Model::load(path)?;
-    println!("Wrote a random-weight {} model ({}, {:.1} MiB) to {}", model.info.arch, a.ty, model.info.file_size as f64 / (1 << 20) as f64, path.display());
+    println!(
+        "Wrote a random-weight {} model ({}, {:.1} MiB) to {}",
+        model.info.arch,
+        a.ty,
+        model.info.file_size as f64 / (1 << 20) as f64,
+        path.display()
+    );
     println!("(No real model is bundled yet: its output is random text, but every kernel, the tokenizer and the forward pass ran.)");
     let ids = model.tokenizer.encode(&a.text, true, true);
     println!("text    {:?}", a.text);
@@ -132,13 +151,17 @@ fn run_demo(path: &std::path::Path, a: &DemoArgs) -> Result<()> {
     top.sort_by(|x, y| y.1.total_cmp(&x.1));
     println!("top next-token logits after the prompt:");
     for (id, l) in top.iter().take(5) {
-        let piece = String::from_utf8_lossy(&model.tokenizer.token_to_piece(*id as u32, true)).into_owned();
+        let piece =
+            String::from_utf8_lossy(&model.tokenizer.token_to_piece(*id as u32, true)).into_owned();
         println!("  {id:>5} {piece:<8?} {l:>8.3}");
     }
     let t0 = std::time::Instant::now();
     let gen = session.generate_greedy(a.n_predict)?;
     let dt = t0.elapsed().as_secs_f64();
-    println!("greedy continuation: {:?}", model.tokenizer.decode(&gen, false));
+    println!(
+        "greedy continuation: {:?}",
+        model.tokenizer.decode(&gen, false)
+    );
     println!("({} tokens in {:.3} s)", gen.len(), dt);
     Ok(())
 }
@@ -186,7 +209,9 @@ pub struct RandomModelArgs {
 pub fn dev(c: DevCommand) -> Result<()> {
     match c {
         DevCommand::RandomModel(a) => {
-            let Some(file_type) = FileType::parse(&a.ty) else { bail!("unknown tensor type '{}'", a.ty) };
+            let Some(file_type) = FileType::parse(&a.ty) else {
+                bail!("unknown tensor type '{}'", a.ty)
+            };
             let spec = RandomSpec {
                 arch: a.arch,
                 n_vocab: a.vocab,

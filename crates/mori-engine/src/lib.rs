@@ -20,7 +20,12 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, n_threads: usize) -> Self {
-        Session { model, cache: model.new_cache(n_ctx), pool: ThreadPool::new(n_threads.max(1)), last_logits: Vec::new() }
+        Session {
+            model,
+            cache: model.new_cache(n_ctx),
+            pool: ThreadPool::new(n_threads.max(1)),
+            last_logits: Vec::new(),
+        }
     }
 
     /// Positions already in the cache.
@@ -30,13 +35,17 @@ impl<'m> Session<'m> {
 
     /// Feeds `tokens` after what the session holds; returns the logits of the last one.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.last_logits = self.model.forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+        self.last_logits = self
+            .model
+            .forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
         Ok(&self.last_logits)
     }
 
     /// Feeds `tokens` and returns the logits of every one, `[tokens.len()][n_vocab]`.
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let all = self.model.forward(&self.pool, &mut self.cache, tokens, Logits::All)?;
+        let all = self
+            .model
+            .forward(&self.pool, &mut self.cache, tokens, Logits::All)?;
         let n_vocab = self.model.hparams.n_vocab;
         self.last_logits = all[all.len() - n_vocab..].to_vec();
         Ok(all)
@@ -47,7 +56,9 @@ impl<'m> Session<'m> {
     pub fn generate_greedy(&mut self, max_tokens: usize) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         for _ in 0..max_tokens {
-            let Some(next) = argmax(&self.last_logits) else { break };
+            let Some(next) = argmax(&self.last_logits) else {
+                break;
+            };
             if self.model.tokenizer.is_eog(next) {
                 break;
             }

@@ -32,17 +32,42 @@ pub enum Error {
     #[error("{path}: not a GGUF file (magic {found:?}, expected \"GGUF\")")]
     BadMagic { path: String, found: [u8; 4] },
     #[error("{path}: unsupported GGUF version {version} (supported: 2, 3){hint}")]
-    BadVersion { path: String, version: u32, hint: &'static str },
-    #[error("{path}: truncated: {what} needs {needed} bytes at offset {offset}, but the file has {len}")]
-    Truncated { path: String, what: String, offset: u64, needed: u64, len: u64 },
+    BadVersion {
+        path: String,
+        version: u32,
+        hint: &'static str,
+    },
+    #[error(
+        "{path}: truncated: {what} needs {needed} bytes at offset {offset}, but the file has {len}"
+    )]
+    Truncated {
+        path: String,
+        what: String,
+        offset: u64,
+        needed: u64,
+        len: u64,
+    },
     #[error("{path}: {what}: {msg}")]
-    Invalid { path: String, what: String, msg: String },
+    Invalid {
+        path: String,
+        what: String,
+        msg: String,
+    },
     #[error("{path}: tensor '{tensor}' has unknown type id {id}")]
-    UnknownTensorType { path: String, tensor: String, id: u32 },
+    UnknownTensorType {
+        path: String,
+        tensor: String,
+        id: u32,
+    },
     #[error("{path}: key '{key}' is missing")]
     MissingKey { path: String, key: String },
     #[error("{path}: key '{key}' has type {found}, expected {expected}")]
-    WrongType { path: String, key: String, found: &'static str, expected: &'static str },
+    WrongType {
+        path: String,
+        key: String,
+        found: &'static str,
+        expected: &'static str,
+    },
     #[error("{path}: tensor '{name}' is missing")]
     MissingTensor { path: String, name: String },
     #[error("{path}: {msg}")]

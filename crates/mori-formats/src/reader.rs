@@ -77,7 +77,10 @@ impl GgufFile {
     /// Maps and validates the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and Mori never writes model files it
         // has open. A file truncated by another process while mapped would fault
@@ -94,10 +97,17 @@ impl GgufFile {
     fn parse(path: PathBuf, backing: Backing) -> Result<GgufFile> {
         let shown = path.display().to_string();
         let bytes = backing.bytes();
-        let mut c = Cursor { b: bytes, pos: 0, path: &shown };
+        let mut c = Cursor {
+            b: bytes,
+            pos: 0,
+            path: &shown,
+        };
         let magic: [u8; 4] = c.take(4, "magic")?.try_into().expect("4 bytes");
         if magic != GGUF_MAGIC {
-            return Err(Error::BadMagic { path: shown, found: magic });
+            return Err(Error::BadMagic {
+                path: shown,
+                found: magic,
+            });
         }
         let version = c.u32("version")?;
         if version != 2 && version != 3 {
@@ -106,7 +116,11 @@ impl GgufFile {
             } else {
                 ""
             };
-            return Err(Error::BadVersion { path: shown, version, hint });
+            return Err(Error::BadVersion {
+                path: shown,
+                version,
+                hint,
+            });
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("metadata count")?;
@@ -115,7 +129,10 @@ impl GgufFile {
         // a lying header from causing a huge allocation.
         let remaining = (bytes.len() - c.pos) as u64;
         if n_kv > remaining / 12 {
-            return Err(c.invalid("header", format!("claims {n_kv} metadata entries, more than the file can hold")));
+            return Err(c.invalid(
+                "header",
+                format!("claims {n_kv} metadata entries, more than the file can hold"),
+            ));
         }
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut meta_index = HashMap::with_capacity(n_kv as usize);
@@ -133,14 +150,20 @@ impl GgufFile {
             Some(v) => match v.as_u64() {
                 Some(a) if a.is_power_of_two() => a,
                 _ => {
-                    return Err(c.invalid("key 'general.alignment'", format!("{v:?} is not a power of two")));
+                    return Err(c.invalid(
+                        "key 'general.alignment'",
+                        format!("{v:?} is not a power of two"),
+                    ));
                 }
             },
         };
 
         let remaining = (bytes.len() - c.pos) as u64;
         if n_tensors > remaining / 24 {
-            return Err(c.invalid("header", format!("claims {n_tensors} tensors, more than the file can hold")));
+            return Err(c.invalid(
+                "header",
+                format!("claims {n_tensors} tensors, more than the file can hold"),
+            ));
         }
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
@@ -149,24 +172,39 @@ impl GgufFile {
             let what = format!("tensor '{name}'");
             let n_dims = c.u32(&what)? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(c.invalid(&what, format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+                return Err(c.invalid(
+                    &what,
+                    format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                ));
             }
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 dims.push(c.u64(&what)?);
             }
             let type_id = c.u32(&what)?;
-            let ty = GgmlType::from_u32(type_id)
-                .ok_or_else(|| Error::UnknownTensorType { path: shown.clone(), tensor: name.clone(), id: type_id })?;
+            let ty = GgmlType::from_u32(type_id).ok_or_else(|| Error::UnknownTensorType {
+                path: shown.clone(),
+                tensor: name.clone(),
+                id: type_id,
+            })?;
             let offset = c.u64(&what)?;
             let n_bytes = tensor_bytes(&dims, ty).map_err(|msg| c.invalid(&what, msg))?;
             if offset % alignment != 0 {
-                return Err(c.invalid(&what, format!("data offset {offset} is not a multiple of the alignment {alignment}")));
+                return Err(c.invalid(
+                    &what,
+                    format!("data offset {offset} is not a multiple of the alignment {alignment}"),
+                ));
             }
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(c.invalid(&what, "appears twice".into()));
             }
-            tensors.push(TensorInfo { name, dims, ty, offset, n_bytes });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ty,
+                offset,
+                n_bytes,
+            });
         }
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let file_len = bytes.len() as u64;
@@ -203,7 +241,17 @@ impl GgufFile {
             prev_name = Some(&t.name);
         }
 
-        Ok(GgufFile { path, backing, version, alignment, data_offset, metadata, meta_index, tensors, tensor_index })
+        Ok(GgufFile {
+            path,
+            backing,
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            meta_index,
+            tensors,
+            tensor_index,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -233,7 +281,12 @@ impl GgufFile {
     }
 
     fn wrong_type(&self, key: &str, v: &Value, expected: &'static str) -> Error {
-        Error::WrongType { path: self.shown(), key: key.to_string(), found: v.type_name(), expected }
+        Error::WrongType {
+            path: self.shown(),
+            key: key.to_string(),
+            found: v.type_name(),
+            expected,
+        }
     }
 
     fn shown(&self) -> String {
@@ -244,25 +297,32 @@ impl GgufFile {
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.wrong_type(key, v, "unsigned integer")),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, v, "unsigned integer")),
         }
     }
 
     pub fn get_u32(&self, key: &str) -> Result<Option<u32>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => {
-                v.as_u64().and_then(|x| u32::try_from(x).ok()).map(Some).ok_or_else(|| self.wrong_type(key, v, "u32"))
-            }
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, v, "u32")),
         }
     }
 
     pub fn get_i32(&self, key: &str) -> Result<Option<i32>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => {
-                v.as_i64().and_then(|x| i32::try_from(x).ok()).map(Some).ok_or_else(|| self.wrong_type(key, v, "i32"))
-            }
+            Some(v) => v
+                .as_i64()
+                .and_then(|x| i32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, v, "i32")),
         }
     }
 
@@ -301,7 +361,10 @@ impl GgufFile {
     }
 
     fn missing(&self, key: &str) -> Error {
-        Error::MissingKey { path: self.shown(), key: key.to_string() }
+        Error::MissingKey {
+            path: self.shown(),
+            key: key.to_string(),
+        }
     }
 
     pub fn require_u32(&self, key: &str) -> Result<u32> {
@@ -333,14 +396,20 @@ impl GgufFile {
 
     /// A tensor by name, with its data.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
-        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor { path: self.shown(), name: name.to_string() })?;
+        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor {
+            path: self.shown(),
+            name: name.to_string(),
+        })?;
         Ok((info, self.tensor_data(info)))
     }
 
     /// An error about this file with a caller's message, e.g. a shape that
     /// contradicts the metadata.
     pub fn error_at(&self, what: String) -> Error {
-        Error::Other { path: self.shown(), msg: what }
+        Error::Other {
+            path: self.shown(),
+            msg: what,
+        }
     }
 }
 
@@ -348,13 +417,20 @@ impl GgufFile {
 fn tensor_bytes(dims: &[u64], ty: GgmlType) -> std::result::Result<u64, String> {
     let bs = ty.block_size() as u64;
     if dims[0] % bs != 0 {
-        return Err(format!("rows of {} elements are not a whole number of {ty} blocks ({bs} elements)", dims[0]));
+        return Err(format!(
+            "rows of {} elements are not a whole number of {ty} blocks ({bs} elements)",
+            dims[0]
+        ));
     }
     let mut n: u64 = 1;
     for &d in dims {
-        n = n.checked_mul(d).ok_or_else(|| format!("shape {dims:?} overflows"))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| format!("shape {dims:?} overflows"))?;
     }
-    (n / bs).checked_mul(ty.type_size() as u64).ok_or_else(|| format!("shape {dims:?} overflows"))
+    (n / bs)
+        .checked_mul(ty.type_size() as u64)
+        .ok_or_else(|| format!("shape {dims:?} overflows"))
 }
 
 /// A bounds-checked little-endian reader over the file's bytes.
@@ -383,7 +459,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn invalid(&self, what: &str, msg: String) -> Error {
-        Error::Invalid { path: self.path.to_string(), what: what.to_string(), msg }
+        Error::Invalid {
+            path: self.path.to_string(),
+            what: what.to_string(),
+            msg,
+        }
     }
 
     fn u8(&mut self, what: &str) -> Result<u8> {
@@ -391,22 +471,30 @@ impl<'a> Cursor<'a> {
     }
 
     fn u16(&mut self, what: &str) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
     }
 
     fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
-        let len = usize::try_from(len).map_err(|_| self.invalid(what, format!("string length {len} is absurd")))?;
+        let len = usize::try_from(len)
+            .map_err(|_| self.invalid(what, format!("string length {len} is absurd")))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| self.invalid(what, format!("string is not UTF-8: {e}")))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| self.invalid(what, format!("string is not UTF-8: {e}")))
     }
 
     /// Checks that `count` elements of at least `elem` bytes each can fit in
@@ -441,7 +529,12 @@ impl<'a> Cursor<'a> {
             T_BOOL => match self.u8(&what)? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(self.invalid(&format!("key '{key}'"), format!("bool byte {b} is neither 0 nor 1"))),
+                b => {
+                    return Err(self.invalid(
+                        &format!("key '{key}'"),
+                        format!("bool byte {b} is neither 0 nor 1"),
+                    ))
+                }
             },
             T_STRING => Value::String(self.string(&what)?),
             T_ARRAY => {
@@ -449,13 +542,21 @@ impl<'a> Cursor<'a> {
                 let n = self.u64(&what)?;
                 Value::Array(self.array(elem_ty, n, key, depth)?)
             }
-            other => return Err(self.invalid(&format!("key '{key}'"), format!("unknown value type {other}"))),
+            other => {
+                return Err(self.invalid(
+                    &format!("key '{key}'"),
+                    format!("unknown value type {other}"),
+                ))
+            }
         })
     }
 
     fn array(&mut self, elem_ty: u32, n: u64, key: &str, depth: usize) -> Result<Array> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(self.invalid(&format!("key '{key}'"), format!("arrays nested deeper than {MAX_ARRAY_DEPTH}")));
+            return Err(self.invalid(
+                &format!("key '{key}'"),
+                format!("arrays nested deeper than {MAX_ARRAY_DEPTH}"),
+            ));
         }
         let what = format!("array of key '{key}'");
         macro_rules! fixed {
@@ -482,7 +583,10 @@ impl<'a> Cursor<'a> {
             T_BOOL => fixed!(Bool, 1, |c: &mut Self| match c.u8(&what)? {
                 0 => Ok(false),
                 1 => Ok(true),
-                b => Err(c.invalid(&format!("key '{key}'"), format!("bool byte {b} is neither 0 nor 1"))),
+                b => Err(c.invalid(
+                    &format!("key '{key}'"),
+                    format!("bool byte {b} is neither 0 nor 1")
+                )),
             }),
             T_STRING => fixed!(String, 8, |c: &mut Self| c.string(&what)),
             T_ARRAY => {
@@ -495,7 +599,12 @@ impl<'a> Cursor<'a> {
                 }
                 Array::Array(v)
             }
-            other => return Err(self.invalid(&format!("key '{key}'"), format!("unknown array element type {other}"))),
+            other => {
+                return Err(self.invalid(
+                    &format!("key '{key}'"),
+                    format!("unknown array element type {other}"),
+                ))
+            }
         })
     }
 }

@@ -27,6 +27,37 @@ impl GgufWriter {
         Self::default()
     }
 
+    /// A writer holding a copy of everything in `f`, to modify and write anew.
+    pub fn from_file(f: &crate::GgufFile) -> Result<Self> {
+        let mut w = GgufWriter::new();
+        for (k, v) in f.metadata() {
+            w.add(k.clone(), v.clone());
+        }
+        for t in f.tensors() {
+            w.add_tensor(
+                t.name.clone(),
+                t.dims.clone(),
+                t.ty,
+                f.tensor_data(t).to_vec(),
+            )?;
+        }
+        Ok(w)
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let before = self.metadata.len();
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.len() != before
+    }
+
+    /// Removes tensor `name`; returns whether it was there.
+    pub fn remove_tensor(&mut self, name: &str) -> bool {
+        let before = self.tensors.len();
+        self.tensors.retain(|t| t.name != name);
+        self.tensors.len() != before
+    }
+
     /// Sets `key`, keeping the order of first insertion.
     pub fn add(&mut self, key: impl Into<String>, value: Value) {
         let key = key.into();
@@ -38,22 +69,42 @@ impl GgufWriter {
 
     /// Adds a tensor; `dims` in ggml order (`dims[0]` is the row length) and
     /// `data` already encoded in `ty`.
-    pub fn add_tensor(&mut self, name: impl Into<String>, dims: Vec<u64>, ty: GgmlType, data: Vec<u8>) -> Result<()> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) -> Result<()> {
         let name = name.into();
-        let err = |msg: String| Error::Invalid { path: "<writer>".into(), what: format!("tensor '{name}'"), msg };
+        let err = |msg: String| Error::Invalid {
+            path: "<writer>".into(),
+            what: format!("tensor '{name}'"),
+            msg,
+        };
         if dims.is_empty() || dims.len() > 4 {
             return Err(err(format!("{} dimensions (1 to 4 allowed)", dims.len())));
         }
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(err("added twice".into()));
         }
-        let row = ty.row_size(dims[0] as usize).map_err(|e| err(e.to_string()))?;
+        let row = ty
+            .row_size(dims[0] as usize)
+            .map_err(|e| err(e.to_string()))?;
         let n_rows: u64 = dims[1..].iter().product();
         let expected = row as u64 * n_rows;
         if data.len() as u64 != expected {
-            return Err(err(format!("{} bytes given, shape {dims:?} of {ty} needs {expected}", data.len())));
+            return Err(err(format!(
+                "{} bytes given, shape {dims:?} of {ty} needs {expected}",
+                data.len()
+            )));
         }
-        self.tensors.push(PendingTensor { name, dims, ty, data });
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            ty,
+            data,
+        });
         Ok(())
     }
 
@@ -69,7 +120,10 @@ impl GgufWriter {
     /// The whole file in memory.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.write_to(&mut out).map_err(|source| Error::Io { path: "<memory>".into(), source })?;
+        self.write_to(&mut out).map_err(|source| Error::Io {
+            path: "<memory>".into(),
+            source,
+        })?;
         Ok(out)
     }
 
@@ -77,9 +131,18 @@ impl GgufWriter {
     /// never sees a half-written model.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let io = |source| Error::Io { path: path.display().to_string(), source };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let result = (|| {
             let f = std::fs::File::create(&tmp)?;

@@ -71,13 +71,24 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
 /// ggml's `make_qkx2_quants`: a scale and (negated) min for `x` with levels
 /// `0..=nmax`, refined by a small search weighted by `w`. Returns (scale, -min).
-fn make_qkx2_quants(nmax: i32, x: &[f32], w: &[f32], l: &mut [u8], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    w: &[f32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
     let n = x.len();
     let mut min = x[0];
     let mut max = x[0];
@@ -143,7 +154,14 @@ fn make_qkx2_quants(nmax: i32, x: &[f32], w: &[f32], l: &mut [u8], rmin: f32, rd
 
 /// Shared by Q4_K and Q5_K: per sub-block scales and mins, packed to 6 bits,
 /// then the levels recomputed against the rounded scales.
-fn quantize_k_scales(x: &[f32], nmax: i32, rmin: f32, nstep: i32, yb: &mut [u8], levels: &mut [u8; QK_K]) {
+fn quantize_k_scales(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    yb: &mut [u8],
+    levels: &mut [u8; QK_K],
+) {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
     let mut weights = [0.0f32; 32];
@@ -155,13 +173,25 @@ fn quantize_k_scales(x: &[f32], nmax: i32, rmin: f32, nstep: i32, yb: &mut [u8],
         for l in 0..32 {
             weights[l] = av_x + xs[l].abs();
         }
-        let (s, m) = make_qkx2_quants(nmax, xs, &weights, &mut levels[32 * j..32 * j + 32], rmin, 0.1, nstep);
+        let (s, m) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut levels[32 * j..32 * j + 32],
+            rmin,
+            0.1,
+            nstep,
+        );
         scales[j] = s;
         mins[j] = m;
         max_scale = max_scale.max(s);
         max_min = max_min.max(m);
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let sc = &mut yb[4..16];
     sc.iter_mut().for_each(|v| *v = 0);
@@ -195,7 +225,11 @@ fn quantize_k_scales(x: &[f32], nmax: i32, rmin: f32, nstep: i32, yb: &mut [u8],
 
 fn check(name: &str, n_in: usize, in_bs: usize, n_out: usize, out_bs: usize) -> crate::Result<()> {
     if n_in % in_bs != 0 || n_out % out_bs != 0 || n_in / in_bs != n_out / out_bs {
-        return Err(crate::Error::Size { what: leak(name), expected: n_in / in_bs.max(1) * out_bs, got: n_out });
+        return Err(crate::Error::Size {
+            what: leak(name),
+            expected: n_in / in_bs.max(1) * out_bs,
+            got: n_out,
+        });
     }
     Ok(())
 }
@@ -307,7 +341,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
         let mut scales = [0.0f32; 16];
         let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
         for ib in 0..16 {
-            let s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut levels[16 * ib..16 * ib + 16]);
+            let s = make_qx_quants(
+                32,
+                &x[16 * ib..16 * ib + 16],
+                &mut levels[16 * ib..16 * ib + 16],
+            );
             scales[ib] = s;
             if s.abs() > max_abs {
                 max_abs = s.abs();
@@ -339,7 +377,8 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
                 let (q1, q2, q3, q4) = (lv[l], lv[l + 32], lv[l + 64], lv[l + 96]);
                 yb[64 * half + l] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
                 yb[64 * half + l + 32] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
-                yb[128 + 32 * half + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                yb[128 + 32 * half + l] =
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
             }
         }
     }

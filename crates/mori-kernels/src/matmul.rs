@@ -6,7 +6,11 @@ use crate::{kquants, quants, Error, GgmlType, Result, ThreadPool};
 
 fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
     if expected != got {
-        return Err(Error::Size { what, expected, got });
+        return Err(Error::Size {
+            what,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
@@ -91,7 +95,9 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], x: ActRow<'_>) -> f32 {
         (GgmlType::Q4K, ActRow::Q(x)) => kquants::vec_dot_q4_k_q8_k(n, w, x),
         (GgmlType::Q5K, ActRow::Q(x)) => kquants::vec_dot_q5_k_q8_k(n, w, x),
         (GgmlType::Q6K, ActRow::Q(x)) => kquants::vec_dot_q6_k_q8_k(n, w, x),
-        _ => panic!("vec_dot: {ty} weights with mismatched activations (callers check vec_dot_type)"),
+        _ => {
+            panic!("vec_dot: {ty} weights with mismatched activations (callers check vec_dot_type)")
+        }
     }
 }
 
@@ -113,8 +119,17 @@ pub struct WeightView<'a> {
 
 impl<'a> WeightView<'a> {
     pub fn new(ty: GgmlType, data: &'a [u8], n_rows: usize, n_cols: usize) -> Result<Self> {
-        check_len("weight matrix bytes", ty.row_size(n_cols)? * n_rows, data.len())?;
-        Ok(WeightView { ty, data, n_rows, n_cols })
+        check_len(
+            "weight matrix bytes",
+            ty.row_size(n_cols)? * n_rows,
+            data.len(),
+        )?;
+        Ok(WeightView {
+            ty,
+            data,
+            n_rows,
+            n_cols,
+        })
     }
 
     fn row(&self, r: usize, row_bytes: usize) -> &'a [u8] {
@@ -141,7 +156,13 @@ impl ActBuf {
     }
 
     /// Converts `x` (`n_tokens` rows of `n_cols`) for products with weights of type `w_ty`.
-    pub fn prepare(&mut self, w_ty: GgmlType, x: &[f32], n_tokens: usize, n_cols: usize) -> Result<()> {
+    pub fn prepare(
+        &mut self,
+        w_ty: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        n_cols: usize,
+    ) -> Result<()> {
         check_len("activation floats", n_tokens * n_cols, x.len())?;
         let ty = vec_dot_type(w_ty);
         self.n_tokens = n_tokens;
@@ -153,7 +174,10 @@ impl ActBuf {
         } else {
             self.row_bytes = ty.row_size(n_cols)?;
             self.bytes.resize(self.row_bytes * n_tokens, 0);
-            for (src, dst) in x.chunks_exact(n_cols).zip(self.bytes.chunks_exact_mut(self.row_bytes)) {
+            for (src, dst) in x
+                .chunks_exact(n_cols)
+                .zip(self.bytes.chunks_exact_mut(self.row_bytes))
+            {
                 quantize_row(ty, src, dst)?;
             }
         }
@@ -185,7 +209,9 @@ const ROW_CHUNK: usize = 16;
 /// `y[t * w.n_rows + r] = w[r] · x[t]` for every token row `t` of `acts`.
 pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -> Result<()> {
     let Some(act_ty) = acts.ty else {
-        return Err(Error::Unsupported("matmul with activations that were never prepared".into()));
+        return Err(Error::Unsupported(
+            "matmul with activations that were never prepared".into(),
+        ));
     };
     if act_ty != vec_dot_type(w.ty) {
         return Err(Error::Unsupported(format!(

@@ -109,11 +109,18 @@ impl Rope {
 
     /// Sets YaRN scaling the way ggml computes it: the correction dimensions
     /// come from the original training context and the two beta bounds.
-    pub fn with_yarn(mut self, factor: f32, n_ctx_orig: usize, beta_fast: f32, beta_slow: f32) -> Self {
+    pub fn with_yarn(
+        mut self,
+        factor: f32,
+        n_ctx_orig: usize,
+        beta_fast: f32,
+        beta_slow: f32,
+    ) -> Self {
         self.freq_scale = 1.0 / factor;
         self.ext_factor = 1.0;
         let corr_dim = |n_rot_turns: f32| -> f32 {
-            self.n_rot as f32 * (n_ctx_orig as f32 / (n_rot_turns * 2.0 * std::f32::consts::PI)).ln()
+            self.n_rot as f32
+                * (n_ctx_orig as f32 / (n_rot_turns * 2.0 * std::f32::consts::PI)).ln()
                 / (2.0 * self.base.ln())
         };
         let start = corr_dim(beta_fast).floor();
@@ -143,7 +150,8 @@ impl Rope {
         let mut theta = theta_interp;
         let mut mscale = self.attn_factor;
         if self.ext_factor != 0.0 {
-            let y = (i0 as f32 / 2.0 - self.corr_dims[0]) / (self.corr_dims[1] - self.corr_dims[0]).max(0.001);
+            let y = (i0 as f32 / 2.0 - self.corr_dims[0])
+                / (self.corr_dims[1] - self.corr_dims[0]).max(0.001);
             let ramp = 1.0 - y.clamp(0.0, 1.0);
             let mix = ramp * self.ext_factor;
             theta = theta_interp * (1.0 - mix) + theta_extrap * mix;
@@ -266,7 +274,14 @@ pub fn attention(
     v: &[half::f16],
     out: &mut [f32],
 ) {
-    let AttnShape { n_tokens, pos0, n_head, n_head_kv, head_dim: hd, scale } = shape;
+    let AttnShape {
+        n_tokens,
+        pos0,
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+        scale,
+    } = shape;
     let n_kv = pos0 + n_tokens;
     let q_dim = n_head * hd;
     let kv_dim = n_head_kv * hd;
@@ -277,7 +292,8 @@ pub fn attention(
 
     // One lock per (token, head) output slice: each is taken by exactly one
     // thread, so the locks never contend; they only prove disjointness.
-    let slots: Vec<std::sync::Mutex<&mut [f32]>> = out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
+    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
     pool.run(|tid| {
@@ -296,7 +312,10 @@ pub fn attention(
             // to f16 too, as llama.cpp's do: models whose activations are later
             // quantized to 8 bits amplify even last-bit differences, so matching
             // llama.cpp means matching its roundings and summation order.
-            for (d, &s) in qh16.iter_mut().zip(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]) {
+            for (d, &s) in qh16
+                .iter_mut()
+                .zip(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd])
+            {
                 *d = half::f16::from_f32(s).to_f32();
             }
             let n_seen = pos0 + t + 1;
@@ -307,7 +326,9 @@ pub fn attention(
                 }
                 *s = dot_lanes(&qh16, &row) * scale;
             }
-            scores[n_seen..].iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+            scores[n_seen..]
+                .iter_mut()
+                .for_each(|s| *s = f32::NEG_INFINITY);
             softmax_lanes(&mut scores);
             for s in scores.iter_mut() {
                 *s = half::f16::from_f32(*s).to_f32();
@@ -369,10 +390,18 @@ pub fn exp_approx(x: f32) -> f32 {
     let n = z - r;
     let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
     if n.abs() > 192.0 || n.is_nan() {
-        return if n <= 0.0 { 0.0 } else if n.is_nan() { f32::NAN } else { f32::INFINITY };
+        return if n <= 0.0 {
+            0.0
+        } else if n.is_nan() {
+            f32::NAN
+        } else {
+            f32::INFINITY
+        };
     }
     let u = b * b;
-    let j = c(0x3c07_2010).mul_add(b, c(0x3d2b_9f17)).mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)));
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)));
     let j = j.mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
     // j * 2^n in one rounding (f64 holds the exact product).
     ((j as f64) * 2f64.powi(n as i32)) as f32

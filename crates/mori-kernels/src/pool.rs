@@ -43,7 +43,13 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> Self {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, generation: 0, remaining: 0, panicked: false, shutdown: false }),
+            state: Mutex::new(State {
+                job: None,
+                generation: 0,
+                remaining: 0,
+                panicked: false,
+                shutdown: false,
+            }),
             start: Condvar::new(),
             done: Condvar::new(),
         });
@@ -56,7 +62,12 @@ impl ThreadPool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        ThreadPool { n_threads, shared, workers, running: Mutex::new(()) }
+        ThreadPool {
+            n_threads,
+            shared,
+            workers,
+            running: Mutex::new(()),
+        }
     }
 
     pub fn n_threads(&self) -> usize {
@@ -76,7 +87,12 @@ impl ThreadPool {
         // SAFETY: the lifetime is erased only for the time the workers use the
         // pointer: this function waits below until `remaining` is zero, i.e.
         // until no worker can touch `f` any more, before `f` is dropped.
-        let job: Job = Job(unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(job) });
+        let job: Job = Job(unsafe {
+            std::mem::transmute::<
+                *const (dyn Fn(usize) + Sync + '_),
+                *const (dyn Fn(usize) + Sync + 'static),
+            >(job)
+        });
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             st.job = Some(job);

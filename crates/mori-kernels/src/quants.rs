@@ -82,7 +82,8 @@ fn signed_absmax(x: &[f32]) -> (f32, f32) {
 }
 
 fn min_max(x: &[f32]) -> (f32, f32) {
-    x.iter().fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    x.iter()
+        .fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 pub fn quantize_q4_0(x: &[f32], y: &mut [u8]) {
@@ -204,7 +205,10 @@ pub fn dequantize_q4_1(x: &[u8], y: &mut [f32]) {
 fn q5_values(qh: u32, qs: &[u8], j: usize) -> (i32, i32) {
     let h0 = ((qh >> j) << 4) & 0x10;
     let h1 = (qh >> (j + 12)) & 0x10;
-    (((qs[j] & 0x0f) as u32 | h0) as i32, ((qs[j] >> 4) as u32 | h1) as i32)
+    (
+        ((qs[j] & 0x0f) as u32 | h0) as i32,
+        ((qs[j] >> 4) as u32 | h1) as i32,
+    )
 }
 
 pub fn dequantize_q5_0(x: &[u8], y: &mut [f32]) {
@@ -357,7 +361,8 @@ pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     let mut xc = x.chunks_exact(8);
     for (wb, xb) in (&mut wc).zip(&mut xc) {
         for j in 0..8 {
-            acc[j] += f32::from_le_bytes([wb[4 * j], wb[4 * j + 1], wb[4 * j + 2], wb[4 * j + 3]]) * xb[j];
+            acc[j] += f32::from_le_bytes([wb[4 * j], wb[4 * j + 1], wb[4 * j + 2], wb[4 * j + 3]])
+                * xb[j];
         }
     }
     for (wb, &xv) in wc.remainder().chunks_exact(4).zip(xc.remainder()) {
@@ -373,7 +378,8 @@ pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     let mut xc = x.chunks_exact(8);
     for (wb, xb) in (&mut wc).zip(&mut xc) {
         for j in 0..8 {
-            acc[j] += f16::from_bits(u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]])).to_f32() * xb[j];
+            acc[j] +=
+                f16::from_bits(u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]])).to_f32() * xb[j];
         }
     }
     for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {
@@ -389,7 +395,8 @@ pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     let mut xc = x.chunks_exact(8);
     for (wb, xb) in (&mut wc).zip(&mut xc) {
         for j in 0..8 {
-            acc[j] += f32::from_bits((u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]]) as u32) << 16) * xb[j];
+            acc[j] += f32::from_bits((u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]]) as u32) << 16)
+                * xb[j];
         }
     }
     for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {

@@ -156,13 +156,20 @@ mod tests {
             let (w, x) = (random(n, i as u64), random(n, 100 + i as u64));
             let xq = q(GgmlType::Q8_0, &x);
             for (wt, simd_f, scalar_f) in [
-                (GgmlType::Q8_0, dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32, quants::dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32),
+                (
+                    GgmlType::Q8_0,
+                    dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32,
+                    quants::dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32,
+                ),
                 (GgmlType::Q4_0, dot_q4_0_q8_0, quants::dot_q4_0_q8_0),
             ] {
                 let wq = q(wt, &w);
                 let (a, b) = (simd_f(&wq, &xq), scalar_f(&wq, &xq));
                 let scale: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum();
-                assert!((a - b).abs() <= 1e-5 * scale, "{wt} n={n}: simd {a} scalar {b}");
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{wt} n={n}: simd {a} scalar {b}"
+                );
             }
         }
     }

@@ -66,7 +66,9 @@ impl GgmlType {
 
     /// Parses a name as printed by [`GgmlType::name`], case-insensitively.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// Elements per block (1 for the plain float types).
@@ -104,7 +106,11 @@ impl GgmlType {
     pub fn row_size(self, n: usize) -> Result<usize> {
         let bs = self.block_size();
         if n % bs != 0 {
-            return Err(Error::RowLength { ty: self, n, block_size: bs });
+            return Err(Error::RowLength {
+                ty: self,
+                n,
+                block_size: bs,
+            });
         }
         Ok(n / bs * self.type_size())
     }

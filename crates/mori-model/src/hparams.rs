@@ -12,9 +12,16 @@ use crate::{Error, Result};
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// YaRN with its original training context.
-    Yarn { factor: f32, n_ctx_orig: usize, beta_fast: f32, beta_slow: f32 },
+    Yarn {
+        factor: f32,
+        n_ctx_orig: usize,
+        beta_fast: f32,
+        beta_slow: f32,
+    },
 }
 
 /// What the file says the network is. Runtime choices are not here.
@@ -48,36 +55,51 @@ impl HParams {
         let n_layer = req_usize(f, &key("block_count"))?;
         let n_head = per_layer_usize(f, &key("attention.head_count"), n_layer)?
             .ok_or_else(|| missing(f, &key("attention.head_count")))?;
-        let n_head_kv = per_layer_usize(f, &key("attention.head_count_kv"), n_layer)?.unwrap_or(n_head);
+        let n_head_kv =
+            per_layer_usize(f, &key("attention.head_count_kv"), n_layer)?.unwrap_or(n_head);
         let n_ff = per_layer_usize(f, &key("feed_forward_length"), n_layer)?
             .ok_or_else(|| missing(f, &key("feed_forward_length")))?;
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(bad(f, &key("attention.head_count_kv"), format!(
-                "{n_head} query heads cannot be shared evenly by {n_head_kv} key/value heads"
-            )));
+            return Err(bad(
+                f,
+                &key("attention.head_count_kv"),
+                format!(
+                    "{n_head} query heads cannot be shared evenly by {n_head_kv} key/value heads"
+                ),
+            ));
         }
         let head_dim = opt_usize(f, &key("attention.key_length"))?.unwrap_or(n_embd / n_head);
         let head_dim_v = opt_usize(f, &key("attention.value_length"))?.unwrap_or(head_dim);
         if head_dim == 0 || head_dim_v != head_dim {
-            return Err(bad(f, &key("attention.value_length"), format!(
-                "key width {head_dim} and value width {head_dim_v} must be equal and non-zero"
-            )));
+            return Err(bad(
+                f,
+                &key("attention.value_length"),
+                format!(
+                    "key width {head_dim} and value width {head_dim_v} must be equal and non-zero"
+                ),
+            ));
         }
         let n_rot = opt_usize(f, &key("rope.dimension_count"))?.unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(bad(f, &key("rope.dimension_count"), format!(
-                "{n_rot} rotated dimensions do not fit a head of {head_dim}"
-            )));
+            return Err(bad(
+                f,
+                &key("rope.dimension_count"),
+                format!("{n_rot} rotated dimensions do not fit a head of {head_dim}"),
+            ));
         }
-        let rms_eps = f.get_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+        let rms_eps = f
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5);
         let rope_base = f.get_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
         let n_ctx_train = opt_usize(f, &key("context_length"))?.unwrap_or(2048);
         let rope_scaling = rope_scaling(f, arch, n_ctx_train)?;
         if let Some(v) = opt_usize(f, &key("vocab_size"))? {
             if v != n_vocab {
-                return Err(bad(f, &key("vocab_size"), format!(
-                    "says {v} tokens but the tokenizer has {n_vocab}"
-                )));
+                return Err(bad(
+                    f,
+                    &key("vocab_size"),
+                    format!("says {v} tokens but the tokenizer has {n_vocab}"),
+                ));
             }
         }
         Ok(HParams {
@@ -116,29 +138,52 @@ fn rope_scaling(f: &GgufFile, arch: &str, n_ctx_train: usize) -> Result<RopeScal
     };
     let factor = factor.unwrap_or(1.0);
     if !(factor > 0.0 && factor.is_finite()) {
-        return Err(bad(f, &key("rope.scaling.factor"), format!("{factor} is not a positive number")));
+        return Err(bad(
+            f,
+            &key("rope.scaling.factor"),
+            format!("{factor} is not a positive number"),
+        ));
     }
     match kind {
-        "none" | "" => Ok(if factor != 1.0 { RopeScaling::Linear { factor } } else { RopeScaling::None }),
+        "none" | "" => Ok(if factor != 1.0 {
+            RopeScaling::Linear { factor }
+        } else {
+            RopeScaling::None
+        }),
         "linear" => Ok(RopeScaling::Linear { factor }),
         "yarn" => Ok(RopeScaling::Yarn {
             factor,
-            n_ctx_orig: opt_usize(f, &key("rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train),
-            beta_fast: f.get_f32(&key("rope.scaling.yarn_beta_fast"))?.unwrap_or(32.0),
-            beta_slow: f.get_f32(&key("rope.scaling.yarn_beta_slow"))?.unwrap_or(1.0),
+            n_ctx_orig: opt_usize(f, &key("rope.scaling.original_context_length"))?
+                .unwrap_or(n_ctx_train),
+            beta_fast: f
+                .get_f32(&key("rope.scaling.yarn_beta_fast"))?
+                .unwrap_or(32.0),
+            beta_slow: f
+                .get_f32(&key("rope.scaling.yarn_beta_slow"))?
+                .unwrap_or(1.0),
         }),
-        other => Err(bad(f, &key("rope.scaling.type"), format!(
-            "unsupported rope scaling '{other}' (supported: none, linear, yarn)"
-        ))),
+        other => Err(bad(
+            f,
+            &key("rope.scaling.type"),
+            format!("unsupported rope scaling '{other}' (supported: none, linear, yarn)"),
+        )),
     }
 }
 
 fn missing(f: &GgufFile, key: &str) -> Error {
-    Error::BadHParam { path: f.path().display().to_string(), key: key.to_string(), msg: "missing".into() }
+    Error::BadHParam {
+        path: f.path().display().to_string(),
+        key: key.to_string(),
+        msg: "missing".into(),
+    }
 }
 
 fn bad(f: &GgufFile, key: &str, msg: String) -> Error {
-    Error::BadHParam { path: f.path().display().to_string(), key: key.to_string(), msg }
+    Error::BadHParam {
+        path: f.path().display().to_string(),
+        key: key.to_string(),
+        msg,
+    }
 }
 
 fn opt_usize(f: &GgufFile, key: &str) -> Result<Option<usize>> {
@@ -164,15 +209,29 @@ fn per_layer_usize(f: &GgufFile, key: &str, n_layer: usize) -> Result<Option<usi
             Array::I32(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
             Array::U64(v) => v.clone(),
             Array::I64(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
-            _ => return Err(bad(f, key, "expected an integer or an array of integers".into())),
+            _ => {
+                return Err(bad(
+                    f,
+                    key,
+                    "expected an integer or an array of integers".into(),
+                ))
+            }
         },
         Some(_) => return Ok(f.get_u64(key)?.map(|v| v as usize)),
     };
     if values.len() != n_layer {
-        return Err(bad(f, key, format!("has {} entries for {n_layer} layers", values.len())));
+        return Err(bad(
+            f,
+            key,
+            format!("has {} entries for {n_layer} layers", values.len()),
+        ));
     }
     match values.first() {
         Some(&first) if values.iter().all(|&v| v == first) => Ok(Some(first as usize)),
-        _ => Err(bad(f, key, "differs between layers, which this architecture does not support".into())),
+        _ => Err(bad(
+            f,
+            key,
+            "differs between layers, which this architecture does not support".into(),
+        )),
     }
 }

@@ -21,8 +21,12 @@ impl KvCache {
         KvCache {
             n_ctx,
             kv_dim,
-            k: (0..n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
-            v: (0..n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
+            k: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_ctx * kv_dim])
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_ctx * kv_dim])
+                .collect(),
             n_used: 0,
         }
     }

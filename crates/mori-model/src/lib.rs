@@ -13,9 +13,9 @@ pub mod random;
 pub mod registry;
 pub mod tokenizer;
 
+pub use arch::Logits;
 pub use hparams::HParams;
 pub use kv_cache::KvCache;
-pub use arch::Logits;
 pub use model::{Model, ModelInfo};
 pub use tokenizer::{Detokenizer, Tokenizer};
 
@@ -33,15 +33,34 @@ pub enum Error {
         source: tokenizer::TokenizerError,
     },
     #[error("{path}: unknown architecture '{arch}' (supported: {supported})")]
-    UnknownArchitecture { path: String, arch: String, supported: String },
+    UnknownArchitecture {
+        path: String,
+        arch: String,
+        supported: String,
+    },
     #[error("{path}: tensor '{tensor}' has shape {got:?}, but the metadata implies {expected:?}")]
-    Shape { path: String, tensor: String, got: Vec<u64>, expected: Vec<u64> },
+    Shape {
+        path: String,
+        tensor: String,
+        got: Vec<u64>,
+        expected: Vec<u64>,
+    },
     #[error("{path}: {key}: {msg}")]
-    BadHParam { path: String, key: String, msg: String },
+    BadHParam {
+        path: String,
+        key: String,
+        msg: String,
+    },
     #[error("token id {id} is outside the vocabulary of {n_vocab} tokens")]
     TokenOutOfRange { id: u32, n_vocab: usize },
-    #[error("the prompt needs {needed} positions but the context holds {n_ctx} (already used: {used})")]
-    ContextFull { needed: usize, used: usize, n_ctx: usize },
+    #[error(
+        "the prompt needs {needed} positions but the context holds {n_ctx} (already used: {used})"
+    )]
+    ContextFull {
+        needed: usize,
+        used: usize,
+        n_ctx: usize,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{path}: {source}")]

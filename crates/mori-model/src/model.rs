@@ -45,8 +45,10 @@ impl Model {
             arch: arch.clone(),
             supported: registry::supported(),
         })?;
-        let tokenizer =
-            Tokenizer::from_gguf(&file).map_err(|source| Error::Tokenizer { path: shown.clone(), source })?;
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|source| Error::Tokenizer {
+            path: shown.clone(),
+            source,
+        })?;
         let hparams = HParams::from_gguf(&file, &arch, tokenizer.n_vocab())?;
         let net = (entry.load)(file.clone(), hparams.clone())?;
         let info = ModelInfo {
@@ -58,7 +60,13 @@ impl Model {
             tensor_types: count_types(&file),
         };
         tracing::debug!(arch = %info.arch, n_params = info.n_params, "model loaded");
-        Ok(Model { hparams, tokenizer, info, file, net })
+        Ok(Model {
+            hparams,
+            tokenizer,
+            info,
+            file,
+            net,
+        })
     }
 
     /// A KV cache able to hold `n_ctx` positions.
@@ -72,15 +80,26 @@ impl Model {
     ///
     /// Fails without touching the cache when a token is outside the vocabulary
     /// or the tokens do not fit in the context: a prompt is never cut silently.
-    pub fn forward(&self, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
         let n_vocab = self.hparams.n_vocab;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
             return Err(Error::TokenOutOfRange { id, n_vocab });
         }
         if cache.n_used() + tokens.len() > cache.n_ctx() {
-            return Err(Error::ContextFull { needed: tokens.len(), used: cache.n_used(), n_ctx: cache.n_ctx() });
+            return Err(Error::ContextFull {
+                needed: tokens.len(),
+                used: cache.n_used(),
+                n_ctx: cache.n_ctx(),
+            });
         }
-        let _span = tracing::debug_span!("forward", n_tokens = tokens.len(), pos = cache.n_used()).entered();
+        let _span = tracing::debug_span!("forward", n_tokens = tokens.len(), pos = cache.n_used())
+            .entered();
         self.net.forward(pool, cache, tokens, logits)
     }
 

@@ -37,7 +37,9 @@ impl FileType {
         match s.to_ascii_uppercase().as_str() {
             "Q4_K_M" => Some(FileType::Q4KM),
             "Q5_K_M" => Some(FileType::Q5KM),
-            other => GgmlType::from_name(other).filter(|t| *t != GgmlType::Q8_1 && *t != GgmlType::Q8K).map(FileType::Uniform),
+            other => GgmlType::from_name(other)
+                .filter(|t| *t != GgmlType::Q8_1 && *t != GgmlType::Q8K)
+                .map(FileType::Uniform),
         }
     }
 
@@ -144,27 +146,48 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
         )));
     }
     if spec.n_head == 0 || spec.n_head_kv == 0 || spec.n_head % spec.n_head_kv != 0 {
-        return Err(Error::Invalid(format!("{} heads cannot share {} key/value heads", spec.n_head, spec.n_head_kv)));
+        return Err(Error::Invalid(format!(
+            "{} heads cannot share {} key/value heads",
+            spec.n_head, spec.n_head_kv
+        )));
     }
     if spec.n_vocab < 259 + 8 {
-        return Err(Error::Invalid(format!("a vocabulary of {} is too small (at least 267)", spec.n_vocab)));
+        return Err(Error::Invalid(format!(
+            "a vocabulary of {} is too small (at least 267)",
+            spec.n_vocab
+        )));
     }
     let arch = spec.arch.as_str();
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut w = GgufWriter::new();
     let k = |s: &str| format!("{arch}.{s}");
     w.add("general.architecture", Value::String(arch.into()));
-    w.add("general.name", Value::String(format!("mori-random-{arch}-{}", spec.file_type.name())));
-    w.add("general.file_type", Value::U32(spec.file_type.llama_ftype()));
+    w.add(
+        "general.name",
+        Value::String(format!("mori-random-{arch}-{}", spec.file_type.name())),
+    );
+    w.add(
+        "general.file_type",
+        Value::U32(spec.file_type.llama_ftype()),
+    );
     w.add(k("context_length"), Value::U32(spec.n_ctx_train as u32));
     w.add(k("embedding_length"), Value::U32(spec.n_embd as u32));
     w.add(k("block_count"), Value::U32(spec.n_layer as u32));
     w.add(k("feed_forward_length"), Value::U32(spec.n_ff as u32));
     w.add(k("attention.head_count"), Value::U32(spec.n_head as u32));
-    w.add(k("attention.head_count_kv"), Value::U32(spec.n_head_kv as u32));
+    w.add(
+        k("attention.head_count_kv"),
+        Value::U32(spec.n_head_kv as u32),
+    );
     w.add(k("attention.key_length"), Value::U32(spec.head_dim as u32));
-    w.add(k("attention.value_length"), Value::U32(spec.head_dim as u32));
-    w.add(k("attention.layer_norm_rms_epsilon"), Value::F32(spec.rms_eps));
+    w.add(
+        k("attention.value_length"),
+        Value::U32(spec.head_dim as u32),
+    );
+    w.add(
+        k("attention.layer_norm_rms_epsilon"),
+        Value::F32(spec.rms_eps),
+    );
     w.add(k("rope.freq_base"), Value::F32(spec.rope_base));
     w.add(k("rope.dimension_count"), Value::U32(spec.head_dim as u32));
     add_vocab(&mut w, spec.n_vocab);
@@ -177,18 +200,63 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
     let out_scale = 2.5 / (d as f32).sqrt();
 
     let embd_scale = if spec.tied_output { out_scale } else { 1.0 };
-    matrix(&mut w, &mut rng, "token_embd.weight", d, spec.n_vocab, base, embd_scale)?;
+    matrix(
+        &mut w,
+        &mut rng,
+        "token_embd.weight",
+        d,
+        spec.n_vocab,
+        base,
+        embd_scale,
+    )?;
     for i in 0..spec.n_layer {
         let n = |t: &str| format!("blk.{i}.{t}");
         // llama.cpp's *_M mixes give more bits to the value and down
         // projections of the first and last eighth and every third layer between.
-        let more_bits = i < spec.n_layer / 8 || i >= 7 * spec.n_layer / 8 || (i - spec.n_layer / 8) % 3 == 2;
-        let vd_ty = if ft.is_k_mix() && more_bits { six } else { base };
+        let more_bits =
+            i < spec.n_layer / 8 || i >= 7 * spec.n_layer / 8 || (i - spec.n_layer / 8) % 3 == 2;
+        let vd_ty = if ft.is_k_mix() && more_bits {
+            six
+        } else {
+            base
+        };
         vector(&mut w, &mut rng, &n("attn_norm.weight"), d, 1.0, 0.1)?;
-        matrix(&mut w, &mut rng, &n("attn_q.weight"), d, q_dim, base, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("attn_k.weight"), d, kv_dim, base, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("attn_v.weight"), d, kv_dim, vd_ty, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("attn_output.weight"), q_dim, d, base, 1.0 / (q_dim as f32).sqrt())?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_q.weight"),
+            d,
+            q_dim,
+            base,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_k.weight"),
+            d,
+            kv_dim,
+            base,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_v.weight"),
+            d,
+            kv_dim,
+            vd_ty,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_output.weight"),
+            q_dim,
+            d,
+            base,
+            1.0 / (q_dim as f32).sqrt(),
+        )?;
         if arch == "qwen2" {
             vector(&mut w, &mut rng, &n("attn_q.bias"), q_dim, 0.0, 0.3)?;
             vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
@@ -199,13 +267,45 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             vector(&mut w, &mut rng, &n("attn_k_norm.weight"), hd, 1.0, 0.1)?;
         }
         vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 1.0, 0.1)?;
-        matrix(&mut w, &mut rng, &n("ffn_gate.weight"), d, ff, base, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("ffn_up.weight"), d, ff, base, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("ffn_down.weight"), ff, d, vd_ty, 1.0 / (ff as f32).sqrt())?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("ffn_gate.weight"),
+            d,
+            ff,
+            base,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("ffn_up.weight"),
+            d,
+            ff,
+            base,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("ffn_down.weight"),
+            ff,
+            d,
+            vd_ty,
+            1.0 / (ff as f32).sqrt(),
+        )?;
     }
     vector(&mut w, &mut rng, "output_norm.weight", d, 1.0, 0.1)?;
     if !spec.tied_output {
-        matrix(&mut w, &mut rng, "output.weight", d, spec.n_vocab, six, out_scale)?;
+        matrix(
+            &mut w,
+            &mut rng,
+            "output.weight",
+            d,
+            spec.n_vocab,
+            six,
+            out_scale,
+        )?;
     }
     Ok(w)
 }
@@ -219,9 +319,20 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
 }
 
 /// A `[n_rows][n_cols]` matrix of N(0, scale²) values stored as `ty`.
-fn matrix(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n_cols: usize, n_rows: usize, ty: GgmlType, scale: f32) -> Result<()> {
+fn matrix(
+    w: &mut GgufWriter,
+    rng: &mut ChaCha8Rng,
+    name: &str,
+    n_cols: usize,
+    n_rows: usize,
+    ty: GgmlType,
+    scale: f32,
+) -> Result<()> {
     let row_bytes = ty.row_size(n_cols).map_err(|_| {
-        Error::Invalid(format!("tensor {name}: rows of {n_cols} cannot be stored as {ty} (blocks of {})", ty.block_size()))
+        Error::Invalid(format!(
+            "tensor {name}: rows of {n_cols} cannot be stored as {ty} (blocks of {})",
+            ty.block_size()
+        ))
     })?;
     let mut data = vec![0u8; row_bytes * n_rows];
     let mut row = vec![0.0f32; n_cols];
@@ -234,8 +345,17 @@ fn matrix(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n_cols: usize, n
 }
 
 /// An F32 vector of N(mean, std²) values.
-fn vector(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n: usize, mean: f32, std: f32) -> Result<()> {
-    let data: Vec<u8> = (0..n).flat_map(|_| (mean + std * normal(rng)).to_le_bytes()).collect();
+fn vector(
+    w: &mut GgufWriter,
+    rng: &mut ChaCha8Rng,
+    name: &str,
+    n: usize,
+    mean: f32,
+    std: f32,
+) -> Result<()> {
+    let data: Vec<u8> = (0..n)
+        .flat_map(|_| (mean + std * normal(rng)).to_le_bytes())
+        .collect();
     w.add_tensor(name, vec![n as u64], GgmlType::F32, data)?;
     Ok(())
 }
@@ -244,7 +364,9 @@ fn vector(w: &mut GgufWriter, rng: &mut ChaCha8Rng, name: &str, n: usize, mean: 
 /// tokens, then single characters and pairs of them, so any text can be
 /// tokenized and common pairs merge.
 fn add_vocab(w: &mut GgufWriter, n_vocab: usize) {
-    let chars: Vec<char> = "▁etaoinshrdlcumwfgypbvkjxqz.,!?'ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789".chars().collect();
+    let chars: Vec<char> = "▁etaoinshrdlcumwfgypbvkjxqz.,!?'ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789"
+        .chars()
+        .collect();
     let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
     let mut types: Vec<i32> = vec![2, 3, 3];
     for b in 0..=255u8 {

@@ -24,9 +24,21 @@ pub struct ArchEntry {
 
 /// Every architecture Mori runs.
 pub static ARCHITECTURES: &[ArchEntry] = &[
-    ArchEntry { name: "llama", covers: "Llama 2/3, Mistral, TinyLlama", load: load_llama },
-    ArchEntry { name: "qwen2", covers: "Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen", load: load_qwen2 },
-    ArchEntry { name: "qwen3", covers: "Qwen3", load: load_qwen3 },
+    ArchEntry {
+        name: "llama",
+        covers: "Llama 2/3, Mistral, TinyLlama",
+        load: load_llama,
+    },
+    ArchEntry {
+        name: "qwen2",
+        covers: "Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen",
+        load: load_qwen2,
+    },
+    ArchEntry {
+        name: "qwen3",
+        covers: "Qwen3",
+        load: load_qwen3,
+    },
 ];
 
 /// The entry for `name`, if Mori supports it.
@@ -36,20 +48,36 @@ pub fn lookup(name: &str) -> Option<&'static ArchEntry> {
 
 /// Comma-separated names of every supported architecture.
 pub fn supported() -> String {
-    ARCHITECTURES.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+    ARCHITECTURES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn load_llama(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
-    let v = llama::Variant { rope: RopeLayout::Normal, qkv_bias: false, qk_norm: false };
+    let v = llama::Variant {
+        rope: RopeLayout::Normal,
+        qkv_bias: false,
+        qk_norm: false,
+    };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }
 
 fn load_qwen2(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
-    let v = llama::Variant { rope: RopeLayout::Neox, qkv_bias: true, qk_norm: false };
+    let v = llama::Variant {
+        rope: RopeLayout::Neox,
+        qkv_bias: true,
+        qk_norm: false,
+    };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }
 
 fn load_qwen3(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
-    let v = llama::Variant { rope: RopeLayout::Neox, qkv_bias: false, qk_norm: true };
+    let v = llama::Variant {
+        rope: RopeLayout::Neox,
+        qkv_bias: false,
+        qk_norm: true,
+    };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }

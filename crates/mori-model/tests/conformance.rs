@@ -46,7 +46,11 @@ fn log_softmax(x: &[f32]) -> Vec<f64> {
 }
 
 fn argmax(x: &[f32]) -> usize {
-    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
+    x.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
 }
 
 struct Outcome {
@@ -73,15 +77,24 @@ fn run_case(case: &Value, n_pos: usize, pool: &ThreadPool, dir: &std::path::Path
     let path = dir.join(format!("{name}.gguf"));
     std::fs::write(&path, &bytes).unwrap();
     let model = Model::load(&path).unwrap();
-    let tokens: Vec<u32> = case["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let tokens: Vec<u32> = case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(tokens.len(), n_pos);
     let mut cache = model.new_cache(n_pos);
-    let ours = model.forward(pool, &mut cache, &tokens, Logits::All).unwrap();
+    let ours = model
+        .forward(pool, &mut cache, &tokens, Logits::All)
+        .unwrap();
     let n_vocab = spec.n_vocab;
     let raw = std::fs::read(fixtures().join(case["logits"].as_str().unwrap())).unwrap();
     assert_eq!(raw.len(), n_pos * n_vocab * 2, "{name}: fixture size");
-    let reference: Vec<f32> =
-        raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+    let reference: Vec<f32> = raw
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
 
     let (mut sum_kl, mut max_kl, mut agree) = (0.0f64, 0.0f64, 0usize);
     for pos in 0..n_pos {
@@ -105,20 +118,34 @@ fn run_case(case: &Value, n_pos: usize, pool: &ThreadPool, dir: &std::path::Path
 
 #[test]
 fn logits_match_llama_cpp() {
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest.json"))
-            .unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest.json"),
+    )
+    .unwrap();
     let n_pos = manifest["n_pos"].as_u64().unwrap() as usize;
     let dir = tempfile::tempdir().unwrap();
     let pool = ThreadPool::new(2);
     let cases = manifest["cases"].as_array().unwrap();
-    assert!(cases.len() >= 33, "every architecture x type must be covered");
+    assert!(
+        cases.len() >= 33,
+        "every architecture x type must be covered"
+    );
     let mut failures = Vec::new();
     println!("reference: {}", manifest["reference"]);
-    println!("{:<16} {:>12} {:>12} {:>8} {:>8}", "case", "mean KL", "max KL", "top-1", "bound");
+    println!(
+        "{:<16} {:>12} {:>12} {:>8} {:>8}",
+        "case", "mean KL", "max KL", "top-1", "bound"
+    );
     for case in cases {
         let o = run_case(case, n_pos, &pool, dir.path());
-        println!("{:<16} {:>12.3e} {:>12.3e} {:>7.1}% {:>8.0e}", o.name, o.mean_kl, o.max_kl, o.top1 * 100.0, o.bound);
+        println!(
+            "{:<16} {:>12.3e} {:>12.3e} {:>7.1}% {:>8.0e}",
+            o.name,
+            o.mean_kl,
+            o.max_kl,
+            o.top1 * 100.0,
+            o.bound
+        );
         if o.mean_kl > o.bound || o.top1 < 0.98 {
             failures.push(o.name);
         }

@@ -9,7 +9,14 @@ use std::path::{Path, PathBuf};
 use mori_formats::GgufFile;
 use mori_model::{Detokenizer, Tokenizer};
 
-const VOCABS: &[&str] = &["llama-spm", "llama-bpe", "qwen2", "gpt-2", "phi-3", "deepseek-llm"];
+const VOCABS: &[&str] = &[
+    "llama-spm",
+    "llama-bpe",
+    "qwen2",
+    "gpt-2",
+    "phi-3",
+    "deepseek-llm",
+];
 
 fn vocab_dir() -> Option<PathBuf> {
     match std::env::var_os("MORI_VOCAB_DIR") {
@@ -23,8 +30,10 @@ fn vocab_dir() -> Option<PathBuf> {
 
 fn read_cases(dir: &Path, name: &str) -> Vec<(String, Vec<u32>)> {
     let base = dir.join(format!("ggml-vocab-{name}.gguf"));
-    let inp = std::fs::read_to_string(base.with_extension("gguf.inp")).unwrap_or_else(|e| panic!("{name}.inp: {e}"));
-    let out = std::fs::read_to_string(base.with_extension("gguf.out")).unwrap_or_else(|e| panic!("{name}.out: {e}"));
+    let inp = std::fs::read_to_string(base.with_extension("gguf.inp"))
+        .unwrap_or_else(|e| panic!("{name}.inp: {e}"));
+    let out = std::fs::read_to_string(base.with_extension("gguf.out"))
+        .unwrap_or_else(|e| panic!("{name}.out: {e}"));
     // As llama.cpp reads them: cases separated by the marker line, the file
     // ending with a marker (so no empty case follows the last one).
     let mut inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
@@ -32,11 +41,20 @@ fn read_cases(dir: &Path, name: &str) -> Vec<(String, Vec<u32>)> {
         inputs.pop();
     }
     let outputs: Vec<&str> = out.lines().collect();
-    assert_eq!(inputs.len(), outputs.len(), "{name}: .inp and .out disagree on the number of cases");
+    assert_eq!(
+        inputs.len(),
+        outputs.len(),
+        "{name}: .inp and .out disagree on the number of cases"
+    );
     inputs
         .into_iter()
         .zip(outputs)
-        .map(|(i, o)| (i.to_string(), o.split_whitespace().map(|t| t.parse().unwrap()).collect()))
+        .map(|(i, o)| {
+            (
+                i.to_string(),
+                o.split_whitespace().map(|t| t.parse().unwrap()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -58,12 +76,19 @@ fn llama_cpp_tokenizer_cases_pass() {
             if &got == expected {
                 passed += 1;
             } else {
-                failures.push(format!("{name}: {text:?}\n  expected {expected:?}\n  got      {got:?}"));
+                failures.push(format!(
+                    "{name}: {text:?}\n  expected {expected:?}\n  got      {got:?}"
+                ));
             }
         }
         println!("{name:<14} {passed}/{} cases", cases.len());
     }
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -76,8 +101,16 @@ fn decoding_gives_back_the_text() {
             let back = tok.decode(&ids, false);
             // SentencePiece vocabularies drop a leading space on decode (the
             // prefix they add on encode) and cannot tell it from a real one.
-            let expect = if name.contains("spm") || *name == "phi-3" { text.strip_prefix(' ').unwrap_or(&text).to_string() } else { text.clone() };
-            let back = if name.contains("spm") || *name == "phi-3" { back.strip_prefix(' ').unwrap_or(&back).to_string() } else { back };
+            let expect = if name.contains("spm") || *name == "phi-3" {
+                text.strip_prefix(' ').unwrap_or(&text).to_string()
+            } else {
+                text.clone()
+            };
+            let back = if name.contains("spm") || *name == "phi-3" {
+                back.strip_prefix(' ').unwrap_or(&back).to_string()
+            } else {
+                back
+            };
             assert_eq!(back, expect, "{name}: decode(encode(s)) != s");
         }
     }
@@ -94,7 +127,10 @@ fn streaming_never_splits_a_character() {
         let mut streamed = String::new();
         for &id in &ids {
             let part = d.push(id);
-            assert!(!part.contains('\u{FFFD}'), "{name}: a broken character was emitted");
+            assert!(
+                !part.contains('\u{FFFD}'),
+                "{name}: a broken character was emitted"
+            );
             streamed.push_str(&part);
         }
         streamed.push_str(&d.finish());

@@ -27,30 +27,30 @@ pub struct Variant {
 const MAX_BATCH: usize = 256;
 
 struct Layer {
-    attn_norm: Vec<f32>,  // [n_embd]
-    wq: Linear,           // [n_embd] -> [n_head * head_dim]
-    wk: Linear,           // [n_embd] -> [n_head_kv * head_dim]
-    wv: Linear,           // [n_embd] -> [n_head_kv * head_dim]
-    wo: Linear,           // [n_head * head_dim] -> [n_embd]
-    bq: Option<Vec<f32>>, // [n_head * head_dim]
-    bk: Option<Vec<f32>>, // [n_head_kv * head_dim]
-    bv: Option<Vec<f32>>, // [n_head_kv * head_dim]
-    bo: Option<Vec<f32>>, // [n_embd]
+    attn_norm: Vec<f32>,      // [n_embd]
+    wq: Linear,               // [n_embd] -> [n_head * head_dim]
+    wk: Linear,               // [n_embd] -> [n_head_kv * head_dim]
+    wv: Linear,               // [n_embd] -> [n_head_kv * head_dim]
+    wo: Linear,               // [n_head * head_dim] -> [n_embd]
+    bq: Option<Vec<f32>>,     // [n_head * head_dim]
+    bk: Option<Vec<f32>>,     // [n_head_kv * head_dim]
+    bv: Option<Vec<f32>>,     // [n_head_kv * head_dim]
+    bo: Option<Vec<f32>>,     // [n_embd]
     q_norm: Option<Vec<f32>>, // [head_dim]
     k_norm: Option<Vec<f32>>, // [head_dim]
-    ffn_norm: Vec<f32>,   // [n_embd]
-    w_gate: Linear,       // [n_embd] -> [n_ff]
-    w_up: Linear,         // [n_embd] -> [n_ff]
-    w_down: Linear,       // [n_ff] -> [n_embd]
+    ffn_norm: Vec<f32>,       // [n_embd]
+    w_gate: Linear,           // [n_embd] -> [n_ff]
+    w_up: Linear,             // [n_embd] -> [n_ff]
+    w_down: Linear,           // [n_ff] -> [n_embd]
 }
 
 pub struct Llama {
     file: Arc<GgufFile>,
     hp: HParams,
     rope: Rope,
-    tok_embd: Linear,   // [n_vocab] rows of [n_embd]
+    tok_embd: Linear,      // [n_vocab] rows of [n_embd]
     output_norm: Vec<f32>, // [n_embd]
-    output: Linear,     // [n_embd] -> [n_vocab]; the embedding when tied
+    output: Linear,        // [n_embd] -> [n_vocab]; the embedding when tied
     layers: Vec<Layer>,
 }
 
@@ -103,9 +103,12 @@ impl Llama {
         match hp.rope_scaling {
             RopeScaling::None => {}
             RopeScaling::Linear { factor } => rope.freq_scale = 1.0 / factor,
-            RopeScaling::Yarn { factor, n_ctx_orig, beta_fast, beta_slow } => {
-                rope = rope.with_yarn(factor, n_ctx_orig, beta_fast, beta_slow)
-            }
+            RopeScaling::Yarn {
+                factor,
+                n_ctx_orig,
+                beta_fast,
+                beta_slow,
+            } => rope = rope.with_yarn(factor, n_ctx_orig, beta_fast, beta_slow),
         }
         // Llama 3.1 and later carry per-frequency divisors for long contexts.
         if let Some(ff) = load_vector_opt(f, "rope_freqs.weight", hp.n_rot / 2)? {
@@ -151,8 +154,10 @@ impl Llama {
         let mut acts = SharedActs::new();
 
         for (t, &id) in tokens.iter().enumerate() {
-            self.tok_embd.row(f, id as usize, &mut x[t * d..(t + 1) * d])?;
-            self.rope.angles(pos0 + t, &mut cs[t * hp.n_rot..(t + 1) * hp.n_rot]);
+            self.tok_embd
+                .row(f, id as usize, &mut x[t * d..(t + 1) * d])?;
+            self.rope
+                .angles(pos0 + t, &mut cs[t * hp.n_rot..(t + 1) * hp.n_rot]);
         }
 
         let shape = AttnShape {
@@ -165,7 +170,12 @@ impl Llama {
         };
         for (il, l) in self.layers.iter().enumerate() {
             for t in 0..n {
-                ops::rms_norm(&x[t * d..(t + 1) * d], &l.attn_norm, hp.rms_eps, &mut xn[t * d..(t + 1) * d]);
+                ops::rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &l.attn_norm,
+                    hp.rms_eps,
+                    &mut xn[t * d..(t + 1) * d],
+                );
             }
             acts.invalidate();
             acts.matmul(pool, f, &l.wq, &xn, n, &mut q)?;
@@ -181,8 +191,10 @@ impl Llama {
                 add_bias(kt, l.bk.as_deref());
                 add_bias(vt, l.bv.as_deref());
                 if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                    qt.chunks_mut(hd).for_each(|h| ops::rms_norm_inplace(h, qn, hp.rms_eps));
-                    kt.chunks_mut(hd).for_each(|h| ops::rms_norm_inplace(h, kn, hp.rms_eps));
+                    qt.chunks_mut(hd)
+                        .for_each(|h| ops::rms_norm_inplace(h, qn, hp.rms_eps));
+                    kt.chunks_mut(hd)
+                        .for_each(|h| ops::rms_norm_inplace(h, kn, hp.rms_eps));
                 }
                 let cst = &cs[t * hp.n_rot..(t + 1) * hp.n_rot];
                 self.rope.apply(qt, hp.n_head, hd, cst);
@@ -201,7 +213,12 @@ impl Llama {
             }
 
             for t in 0..n {
-                ops::rms_norm(&x[t * d..(t + 1) * d], &l.ffn_norm, hp.rms_eps, &mut xn[t * d..(t + 1) * d]);
+                ops::rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &l.ffn_norm,
+                    hp.rms_eps,
+                    &mut xn[t * d..(t + 1) * d],
+                );
             }
             acts.invalidate();
             acts.matmul(pool, f, &l.w_gate, &xn, n, &mut gate)?;
@@ -220,7 +237,12 @@ impl Llama {
         };
         let mut out_x = vec![0.0f32; rows.len() * d]; // [rows][n_embd]
         for (r, &t) in rows.iter().enumerate() {
-            ops::rms_norm(&x[t * d..(t + 1) * d], &self.output_norm, hp.rms_eps, &mut out_x[r * d..(r + 1) * d]);
+            ops::rms_norm(
+                &x[t * d..(t + 1) * d],
+                &self.output_norm,
+                hp.rms_eps,
+                &mut out_x[r * d..(r + 1) * d],
+            );
         }
         let mut out = vec![0.0f32; rows.len() * hp.n_vocab]; // [rows][n_vocab]
         acts.invalidate();
@@ -236,14 +258,26 @@ fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
 }
 
 impl Network for Llama {
-    fn forward(&self, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
+    fn forward(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
-            return Err(Error::Invalid("a forward pass needs at least one token".into()));
+            return Err(Error::Invalid(
+                "a forward pass needs at least one token".into(),
+            ));
         }
         let mut out = Vec::new();
         let n_chunks = tokens.len().div_ceil(MAX_BATCH);
         for (i, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
-            let want = if i + 1 == n_chunks || logits == Logits::All { Some(logits) } else { None };
+            let want = if i + 1 == n_chunks || logits == Logits::All {
+                Some(logits)
+            } else {
+                None
+            };
             out.extend(self.forward_batch(pool, cache, chunk, want)?);
         }
         Ok(out)

@@ -23,7 +23,13 @@ pub enum Logits {
 pub trait Network: Send + Sync {
     /// Runs `tokens` at positions `cache.n_used()..`, appends their keys and
     /// values to `cache` and returns logits `[rows][n_vocab]`.
-    fn forward(&self, pool: &ThreadPool, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>>;
+    fn forward(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<Vec<f32>>;
 
     /// Layers and floats per position that the KV cache must hold.
     fn kv_shape(&self) -> (usize, usize);
@@ -43,11 +49,21 @@ impl Linear {
     pub fn load(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Linear> {
         let (info, _) = f.tensor(name)?;
         check_shape(f, info, &[n_cols as u64, n_rows as u64])?;
-        Ok(Linear { info: info.clone(), ty: info.ty, n_rows, n_cols })
+        Ok(Linear {
+            info: info.clone(),
+            ty: info.ty,
+            n_rows,
+            n_cols,
+        })
     }
 
     /// Like [`Linear::load`], but `None` when the file has no such tensor.
-    pub fn load_opt(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Option<Linear>> {
+    pub fn load_opt(
+        f: &GgufFile,
+        name: &str,
+        n_cols: usize,
+        n_rows: usize,
+    ) -> Result<Option<Linear>> {
         match f.tensor_info(name) {
             Some(_) => Linear::load(f, name, n_cols, n_rows).map(Some),
             None => Ok(None),
@@ -55,7 +71,12 @@ impl Linear {
     }
 
     pub fn view<'a>(&self, f: &'a GgufFile) -> Result<WeightView<'a>> {
-        Ok(WeightView::new(self.ty, f.tensor_data(&self.info), self.n_rows, self.n_cols)?)
+        Ok(WeightView::new(
+            self.ty,
+            f.tensor_data(&self.info),
+            self.n_rows,
+            self.n_cols,
+        )?)
     }
 
     /// Row `idx` as f32 (embedding lookup).
@@ -107,7 +128,10 @@ pub struct SharedActs {
 
 impl SharedActs {
     pub fn new() -> Self {
-        SharedActs { buf: ActBuf::new(), prepared: None }
+        SharedActs {
+            buf: ActBuf::new(),
+            prepared: None,
+        }
     }
 
     /// Marks the input as changed; the next product converts it again.

@@ -38,7 +38,8 @@ const DEEPSEEK_LLM_RES: &[&str] = &[
 ];
 
 impl PreTokenizer {
-    pub const SUPPORTED: &'static str = "default, gpt-2, llama-bpe, llama3, llama-v3, qwen2, deepseek-llm";
+    pub const SUPPORTED: &'static str =
+        "default, gpt-2, llama-bpe, llama3, llama-v3, qwen2, deepseek-llm";
 
     pub fn from_name(name: &str) -> Option<PreTokenizer> {
         match name {
@@ -67,7 +68,10 @@ impl Splitter {
             PreTokenizer::DeepseekLlm => DEEPSEEK_LLM_RES.to_vec(),
         };
         Splitter {
-            regexes: sources.iter().map(|s| Regex::new(s).expect("built-in pre-tokenizer regex compiles")).collect(),
+            regexes: sources
+                .iter()
+                .map(|s| Regex::new(s).expect("built-in pre-tokenizer regex compiles"))
+                .collect(),
             ignore_merges: *p == PreTokenizer::Llama3,
         }
     }
@@ -104,7 +108,9 @@ impl Splitter {
 /// GPT-2's reversible map from bytes to printable characters: printable
 /// Latin-1 bytes map to themselves, the rest to code points from U+0100 on.
 pub(super) fn byte_to_unicode(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u8| {
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if printable(b) {
         return b as char;
     }
@@ -184,9 +190,16 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
 fn merge_word(tok: &Tokenizer, w: &str, out: &mut Vec<u32>) {
     let mut pieces: Vec<Piece> = Vec::new();
     for (i, (start, c)) in w.char_indices().enumerate() {
-        pieces.push(Piece { start, end: start + c.len_utf8(), prev: i.checked_sub(1), next: Some(i + 1) });
+        pieces.push(Piece {
+            start,
+            end: start + c.len_utf8(),
+            prev: i.checked_sub(1),
+            next: Some(i + 1),
+        });
     }
-    let Some(last) = pieces.last_mut() else { return };
+    let Some(last) = pieces.last_mut() else {
+        return;
+    };
     last.next = None;
     let mut heap = BinaryHeap::new();
     let rank_of = |pieces: &[Piece], l: usize, r: usize| -> Option<u32> {
@@ -194,12 +207,18 @@ fn merge_word(tok: &Tokenizer, w: &str, out: &mut Vec<u32>) {
         let b = &w[pieces[r].start..pieces[r].end];
         tok.merge_rank.get(&(a.to_string(), b.to_string())).copied()
     };
-    let push = |heap: &mut BinaryHeap<Pair>, pieces: &[Piece], l: Option<usize>, r: Option<usize>| {
-        let (Some(l), Some(r)) = (l, r) else { return };
-        if let Some(rank) = rank_of(pieces, l, r) {
-            heap.push(Pair { rank, left: l, right: r, len: pieces[r].end - pieces[l].start });
-        }
-    };
+    let push =
+        |heap: &mut BinaryHeap<Pair>, pieces: &[Piece], l: Option<usize>, r: Option<usize>| {
+            let (Some(l), Some(r)) = (l, r) else { return };
+            if let Some(rank) = rank_of(pieces, l, r) {
+                heap.push(Pair {
+                    rank,
+                    left: l,
+                    right: r,
+                    len: pieces[r].end - pieces[l].start,
+                });
+            }
+        };
     for i in 1..pieces.len() {
         push(&mut heap, &pieces, Some(i - 1), Some(i));
     }

@@ -95,11 +95,22 @@ pub struct Tokenizer {
 }
 
 /// Texts that end a turn in the chat formats of the supported families.
-const EOG_TEXTS: &[&str] = &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "<｜end▁of▁sentence｜>"];
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "<｜end▁of▁sentence｜>",
+];
 
 impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer> {
-        let model = f.get_str("tokenizer.ggml.model")?.ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
+        let model = f
+            .get_str("tokenizer.ggml.model")?
+            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
         let tokens = match f.get_array("tokenizer.ggml.tokens")? {
             Some(Array::String(v)) => v.clone(),
             Some(a) => {
@@ -118,7 +129,10 @@ impl Tokenizer {
         };
         let types = match f.get_array("tokenizer.ggml.token_type")? {
             Some(a) if a.len() == n => match a.to_i64_vec() {
-                Some(v) => v.into_iter().map(|t| TokenType::from_i32(t as i32)).collect(),
+                Some(v) => v
+                    .into_iter()
+                    .map(|t| TokenType::from_i32(t as i32))
+                    .collect(),
                 None => return Err(bad_len("tokenizer.ggml.token_type", n)),
             },
             Some(_) => return Err(bad_len("tokenizer.ggml.token_type", n)),
@@ -127,14 +141,20 @@ impl Tokenizer {
         let merges = match f.get_array("tokenizer.ggml.merges")? {
             Some(Array::String(v)) => v.clone(),
             Some(_) => {
-                return Err(TokenizerError::BadKey { key: "tokenizer.ggml.merges", msg: "expected strings".into() })
+                return Err(TokenizerError::BadKey {
+                    key: "tokenizer.ggml.merges",
+                    msg: "expected strings".into(),
+                })
             }
             None => Vec::new(),
         };
         let id = |key: &'static str| -> Result<Option<u32>> {
             match f.get_u32(key)? {
                 Some(v) if (v as usize) < n => Ok(Some(v)),
-                Some(v) => Err(TokenizerError::BadKey { key, msg: format!("id {v} is outside the {n} tokens") }),
+                Some(v) => Err(TokenizerError::BadKey {
+                    key,
+                    msg: format!("id {v} is outside the {n} tokens"),
+                }),
                 None => Ok(None),
             }
         };
@@ -142,8 +162,9 @@ impl Tokenizer {
             "llama" => (Kind::Spm, true, true),
             "gpt2" => {
                 let pre_name = f.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
-                let pre = PreTokenizer::from_name(pre_name)
-                    .ok_or_else(|| TokenizerError::UnsupportedPre(pre_name.to_string(), PreTokenizer::SUPPORTED))?;
+                let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
+                    TokenizerError::UnsupportedPre(pre_name.to_string(), PreTokenizer::SUPPORTED)
+                })?;
                 if merges.is_empty() {
                     return Err(TokenizerError::MissingKey("tokenizer.ggml.merges"));
                 }
@@ -178,7 +199,10 @@ impl Tokenizer {
     pub fn from_vocab(v: Vocab) -> Result<Tokenizer> {
         let n = v.tokens.len();
         if v.scores.len() != n || v.types.len() != n {
-            return Err(TokenizerError::BadKey { key: "tokenizer.ggml.tokens", msg: "scores and types must match tokens".into() });
+            return Err(TokenizerError::BadKey {
+                key: "tokenizer.ggml.tokens",
+                msg: "scores and types must match tokens".into(),
+            });
         }
         let mut token_to_id = HashMap::with_capacity(n);
         for (i, t) in v.tokens.iter().enumerate() {
@@ -191,12 +215,16 @@ impl Tokenizer {
                 key: "tokenizer.ggml.merges",
                 msg: format!("merge {rank} ('{m}') is not two tokens separated by a space"),
             })?;
-            merge_rank.entry((a.to_string(), b.to_string())).or_insert(rank as u32);
+            merge_rank
+                .entry((a.to_string(), b.to_string()))
+                .or_insert(rank as u32);
         }
         let mut special: Vec<u32> = (0..n as u32)
             .filter(|&i| {
-                matches!(v.types[i as usize], TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
-                    && !v.tokens[i as usize].is_empty()
+                matches!(
+                    v.types[i as usize],
+                    TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+                ) && !v.tokens[i as usize].is_empty()
             })
             .collect();
         // Longest first; the sort is stable so equal lengths keep id order.
@@ -205,7 +233,9 @@ impl Tokenizer {
         for b in 0..=255u8 {
             byte_tokens[b as usize] = match &v.kind {
                 Kind::Spm => token_to_id.get(&format!("<0x{b:02X}>")).copied(),
-                Kind::Bpe(_) => token_to_id.get(&bpe::byte_to_unicode(b).to_string()).copied(),
+                Kind::Bpe(_) => token_to_id
+                    .get(&bpe::byte_to_unicode(b).to_string())
+                    .copied(),
             };
         }
         let mut eog: Vec<u32> = [v.eos, v.eot].into_iter().flatten().collect();
@@ -220,7 +250,15 @@ impl Tokenizer {
             Kind::Bpe(p) => Some(bpe::Splitter::new(p)),
             Kind::Spm => None,
         };
-        Ok(Tokenizer { v, token_to_id, merge_rank, special, byte_tokens, eog, pre })
+        Ok(Tokenizer {
+            v,
+            token_to_id,
+            merge_rank,
+            special,
+            byte_tokens,
+            eog,
+            pre,
+        })
     }
 
     pub fn n_vocab(&self) -> usize {
@@ -301,7 +339,11 @@ impl Tokenizer {
     /// Splits `text` on special tokens, longest first, as llama.cpp does.
     fn partition<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
         // Empty text has no fragment at all (so SentencePiece adds no space).
-        let mut frags = if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
+        let mut frags = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![Fragment::Text(text)]
+        };
         for &id in &self.special {
             let ty = self.v.types[id as usize];
             if !parse_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
@@ -335,7 +377,9 @@ impl Tokenizer {
     /// The bytes token `id` stands for. Control tokens are empty unless
     /// `render_special`; an id outside the vocabulary is empty.
     pub fn token_to_piece(&self, id: u32, render_special: bool) -> Vec<u8> {
-        let Some(text) = self.v.tokens.get(id as usize) else { return Vec::new() };
+        let Some(text) = self.v.tokens.get(id as usize) else {
+            return Vec::new();
+        };
         match self.v.types[id as usize] {
             TokenType::Control | TokenType::Unused => {
                 if render_special {
@@ -381,7 +425,10 @@ impl Tokenizer {
 }
 
 fn bad_len(key: &'static str, n: usize) -> TokenizerError {
-    TokenizerError::BadKey { key, msg: format!("must have one entry per token ({n}) of the right type") }
+    TokenizerError::BadKey {
+        key,
+        msg: format!("must have one entry per token ({n}) of the right type"),
+    }
 }
 
 fn parse_byte_token(text: &str) -> Option<u8> {
@@ -405,7 +452,12 @@ pub struct Detokenizer<'a> {
 
 impl<'a> Detokenizer<'a> {
     pub fn new(tok: &'a Tokenizer) -> Self {
-        Detokenizer { tok, pending: Vec::new(), first: true, render_special: false }
+        Detokenizer {
+            tok,
+            pending: Vec::new(),
+            first: true,
+            render_special: false,
+        }
     }
 
     /// Also show control tokens such as `<|im_end|>`.
@@ -419,7 +471,8 @@ impl<'a> Detokenizer<'a> {
         let piece = self.tok.token_to_piece(id, self.render_special);
         let skip = self.first && self.tok.strips_leading_space() && piece.first() == Some(&b' ');
         self.first = false;
-        self.pending.extend_from_slice(if skip { &piece[1..] } else { &piece });
+        self.pending
+            .extend_from_slice(if skip { &piece[1..] } else { &piece });
         self.take_complete()
     }
 
@@ -434,7 +487,9 @@ impl<'a> Detokenizer<'a> {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("checked valid"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid]).expect("checked valid"),
+                    );
                     match e.error_len() {
                         // An incomplete character at the end: wait for more bytes.
                         None => {

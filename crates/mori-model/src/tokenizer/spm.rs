@@ -36,7 +36,9 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Highest score first; on a tie the leftmost pair first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -55,13 +57,19 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
         last.next = None;
     }
     let mut heap = BinaryHeap::new();
-    let try_add = |heap: &mut BinaryHeap<Bigram>, symbols: &[Symbol], l: Option<usize>, r: Option<usize>| {
-        let (Some(l), Some(r)) = (l, r) else { return };
-        let s = &text[symbols[l].start..symbols[r].start + symbols[r].len];
-        if let Some(id) = tok.token_id(s) {
-            heap.push(Bigram { left: l, right: r, score: tok.v.scores[id as usize], len: s.len() });
-        }
-    };
+    let try_add =
+        |heap: &mut BinaryHeap<Bigram>, symbols: &[Symbol], l: Option<usize>, r: Option<usize>| {
+            let (Some(l), Some(r)) = (l, r) else { return };
+            let s = &text[symbols[l].start..symbols[r].start + symbols[r].len];
+            if let Some(id) = tok.token_id(s) {
+                heap.push(Bigram {
+                    left: l,
+                    right: r,
+                    score: tok.v.scores[id as usize],
+                    len: s.len(),
+                });
+            }
+        };
     for i in 1..symbols.len() {
         try_add(&mut heap, &symbols, Some(i - 1), Some(i));
     }

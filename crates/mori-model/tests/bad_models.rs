@@ -1,0 +1,143 @@
+//! Models that cannot run get one clear error naming the file and the key or
+//! tensor at fault; requests that cannot be served get errors, not panics.
+
+use mori_formats::{GgufFile, GgufWriter, Value};
+use mori_kernels::{GgmlType, ThreadPool};
+use mori_model::random::{build, FileType, RandomSpec};
+use mori_model::{Logits, Model};
+
+fn tiny() -> GgufWriter {
+    build(&RandomSpec::tiny(
+        "llama",
+        FileType::Uniform(GgmlType::Q8_0),
+    ))
+    .unwrap()
+}
+
+/// Writes `w` and loads it, expecting an error; returns its message.
+fn load_err(w: &GgufWriter) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    w.write(&path).unwrap();
+    match Model::load(&path) {
+        Ok(_) => panic!("a broken model loaded"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("bad.gguf"),
+                "the error must name the file: {msg}"
+            );
+            msg
+        }
+    }
+}
+
+fn modified(f: impl FnOnce(&mut GgufWriter)) -> GgufWriter {
+    let bytes = tiny().to_bytes().unwrap();
+    let file = GgufFile::from_bytes(bytes, "tiny.gguf").unwrap();
+    let mut w = GgufWriter::from_file(&file).unwrap();
+    f(&mut w);
+    w
+}
+
+#[test]
+fn unknown_architecture() {
+    let msg = load_err(&modified(|w| {
+        w.add("general.architecture", Value::String("gpt-j".into()))
+    }));
+    assert!(msg.contains("gpt-j") && msg.contains("llama"), "{msg}");
+}
+
+#[test]
+fn missing_tensor() {
+    let msg = load_err(&modified(|w| {
+        assert!(w.remove_tensor("blk.1.ffn_up.weight"))
+    }));
+    assert!(msg.contains("blk.1.ffn_up.weight"), "{msg}");
+}
+
+#[test]
+fn shape_that_contradicts_the_metadata() {
+    let msg = load_err(&modified(|w| {
+        w.add("llama.feed_forward_length", Value::U32(768))
+    }));
+    assert!(
+        msg.contains("ffn_gate.weight") && msg.contains("768"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_and_inconsistent_hyper_parameters() {
+    let msg = load_err(&modified(|w| assert!(w.remove("llama.block_count"))));
+    assert!(msg.contains("llama.block_count"), "{msg}");
+    let msg = load_err(&modified(|w| {
+        w.add("llama.attention.head_count_kv", Value::U32(3))
+    }));
+    assert!(msg.contains("head_count_kv"), "{msg}");
+    let msg = load_err(&modified(|w| w.add("llama.vocab_size", Value::U32(1000))));
+    assert!(msg.contains("vocab_size"), "{msg}");
+}
+
+#[test]
+fn broken_tokenizer_metadata() {
+    let msg = load_err(&modified(|w| assert!(w.remove("tokenizer.ggml.tokens"))));
+    assert!(msg.contains("tokenizer.ggml.tokens"), "{msg}");
+    let msg = load_err(&modified(|w| {
+        w.add("tokenizer.ggml.model", Value::String("t5".into()))
+    }));
+    assert!(msg.contains("t5"), "{msg}");
+    let msg = load_err(&modified(|w| {
+        w.add("tokenizer.ggml.bos_token_id", Value::U32(99999))
+    }));
+    assert!(msg.contains("bos_token_id"), "{msg}");
+}
+
+#[test]
+fn truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    let bytes = tiny().to_bytes().unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = Model::load(&path)
+        .err()
+        .expect("truncated file loaded")
+        .to_string();
+    assert!(
+        msg.contains("cut.gguf") && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn prompt_over_the_context_and_bad_tokens_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.gguf");
+    tiny().write(&path).unwrap();
+    let model = Model::load(&path).unwrap();
+    let pool = ThreadPool::new(1);
+    let mut cache = model.new_cache(8);
+    let msg = model
+        .forward(&pool, &mut cache, &[1; 9], Logits::Last)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains('9') && msg.contains('8'),
+        "says how long and what the limit is: {msg}"
+    );
+    assert_eq!(cache.n_used(), 0, "nothing was half-done");
+    let msg = model
+        .forward(&pool, &mut cache, &[1, 5000], Logits::Last)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("5000"), "{msg}");
+    assert!(model.forward(&pool, &mut cache, &[], Logits::Last).is_err());
+    model
+        .forward(&pool, &mut cache, &[1, 2, 3, 4, 5, 6], Logits::Last)
+        .unwrap();
+    let msg = model
+        .forward(&pool, &mut cache, &[1, 2, 3], Logits::Last)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("already used: 6"), "{msg}");
+}
