@@ -494,70 +494,98 @@ fn q8k_bsum(xb: &[u8], g: usize) -> i32 {
     i16::from_le_bytes([xb[260 + 2 * g], xb[261 + 2 * g]]) as i32
 }
 
+// The dot products fix the order of every float operation as the quants.rs
+// references do: integer products in 8 lanes (lane k holds the elements e with
+// (e mod 32) / 4 == k), one fused multiply-add per lane and super-block, a tree
+// at the end; the min terms in their own accumulator. This is the order of an
+// 8-wide SIMD kernel and of llama.cpp's x86 kernels.
+
+/// The 8 integer lanes of one super-block: `prod(e)` is element e's product
+/// (including its sub-block scale).
+#[inline]
+fn lanes(prod: impl Fn(usize) -> i32) -> [i32; 8] {
+    let mut l = [0i32; 8];
+    for e in 0..QK_K {
+        l[(e % 32) / 4] += prod(e);
+    }
+    l
+}
+
+#[inline]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, l: &[i32; 8]) {
+    for (a, &v) in acc.iter_mut().zip(l) {
+        *a = d.mul_add(v as f32, *a);
+    }
+}
+
+/// Sum of the 8 sub-block sums of a Q8_K block weighted by the mins, as 4
+/// lanes of adjacent pairs.
+#[inline]
+fn min_lanes(wb: &[u8], xb: &[u8]) -> [i32; 4] {
+    let sub = |j: usize| q8k_bsum(xb, 2 * j) + q8k_bsum(xb, 2 * j + 1);
+    let m = |j: usize| scale_min_k4(j, &wb[4..16]).1 as i32;
+    [0, 1, 2, 3].map(|k| m(2 * k) * sub(2 * k) + m(2 * k + 1) * sub(2 * k + 1))
+}
+
 /// Scalar reference: Q4_K weights · Q8_K activations over `n` elements.
 pub fn vec_dot_q4_k_q8_k_scalar(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut acc_m = [0.0f32; 4];
     for (wb, xb) in w.chunks_exact(Q4K).zip(x.chunks_exact(Q8K)).take(n / QK_K) {
-        let (mut isum, mut msum) = (0i32, 0i32);
-        for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, &wb[4..16]);
-            let (c, upper) = (j / 2, j % 2 == 1);
-            let q = &wb[16 + 32 * c..16 + 32 * c + 32];
-            let mut s = 0i32;
-            for l in 0..32 {
-                let v = if upper { q[l] >> 4 } else { q[l] & 0x0f } as i32;
-                s += v * xb[4 + 32 * j + l] as i8 as i32;
-            }
-            isum += sc as i32 * s;
-            msum += m as i32 * (q8k_bsum(xb, 2 * j) + q8k_bsum(xb, 2 * j + 1));
+        let d = q8k_d(xb) * f16_at(wb, 0);
+        let dmin = -q8k_d(xb) * f16_at(wb, 2);
+        let scales: [i32; 8] = std::array::from_fn(|j| scale_min_k4(j, &wb[4..16]).0 as i32);
+        let l = lanes(|e| {
+            let (sub, c, i) = (e / 32, e / 64, e % 32);
+            let q = wb[16 + 32 * c + i];
+            let v = if sub % 2 == 0 { q & 0x0f } else { q >> 4 } as i32;
+            scales[sub] * v * xb[4 + e] as i8 as i32
+        });
+        fma_lanes(&mut acc, d, &l);
+        for (a, &m) in acc_m.iter_mut().zip(&min_lanes(wb, xb)) {
+            *a = dmin.mul_add(m as f32, *a);
         }
-        let dy = q8k_d(xb);
-        sum += f16_at(wb, 0) * dy * isum as f32 - f16_at(wb, 2) * dy * msum as f32;
     }
-    sum
+    super::quants::hsum8(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
 }
 
 /// Scalar reference: Q5_K weights · Q8_K activations.
 pub fn vec_dot_q5_k_q8_k_scalar(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
     for (wb, xb) in w.chunks_exact(Q5K).zip(x.chunks_exact(Q8K)).take(n / QK_K) {
-        let (mut isum, mut msum) = (0i32, 0i32);
+        let d = q8k_d(xb) * f16_at(wb, 0);
+        let dmin = -q8k_d(xb) * f16_at(wb, 2);
+        let mins: i32 = min_lanes(wb, xb).iter().sum();
+        summs += dmin * mins as f32;
+        let scales: [i32; 8] = std::array::from_fn(|j| scale_min_k4(j, &wb[4..16]).0 as i32);
         let qh = &wb[16..48];
-        for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, &wb[4..16]);
-            let (c, upper) = (j / 2, j % 2 == 1);
-            let q = &wb[48 + 32 * c..48 + 32 * c + 32];
-            let mut s = 0i32;
-            for l in 0..32 {
-                let lo = if upper { q[l] >> 4 } else { q[l] & 0x0f } as i32;
-                let hi = ((qh[l] >> j) & 1) as i32;
-                s += (lo | (hi << 4)) * xb[4 + 32 * j + l] as i8 as i32;
-            }
-            isum += sc as i32 * s;
-            msum += m as i32 * (q8k_bsum(xb, 2 * j) + q8k_bsum(xb, 2 * j + 1));
-        }
-        let dy = q8k_d(xb);
-        sum += f16_at(wb, 0) * dy * isum as f32 - f16_at(wb, 2) * dy * msum as f32;
+        let l = lanes(|e| {
+            let (sub, c, i) = (e / 32, e / 64, e % 32);
+            let q = wb[48 + 32 * c + i];
+            let lo = if sub % 2 == 0 { q & 0x0f } else { q >> 4 } as i32;
+            let hi = ((qh[i] >> sub) & 1) as i32;
+            scales[sub] * (lo | (hi << 4)) * xb[4 + e] as i8 as i32
+        });
+        fma_lanes(&mut acc, d, &l);
     }
-    sum
+    super::quants::hsum8(&acc) + summs
 }
 
-/// Scalar reference: Q6_K weights · Q8_K activations.
+/// Scalar reference: Q6_K weights · Q8_K activations. The -32 offset of the
+/// levels is taken out per lane through the group sums, as SIMD kernels do.
 pub fn vec_dot_q6_k_q8_k_scalar(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (wb, xb) in w.chunks_exact(Q6K).zip(x.chunks_exact(Q8K)).take(n / QK_K) {
-        let mut isum = 0i32;
-        for g in 0..16 {
-            let mut s = 0i32;
-            for k in 0..16 {
-                let i = 16 * g + k;
-                s += (q6_level(wb, i) - 32) * xb[4 + i] as i8 as i32;
-            }
-            isum += wb[192 + g] as i8 as i32 * s;
+        let d = q8k_d(xb) * f16_at(wb, 208);
+        let sc = |g: usize| wb[192 + g] as i8 as i32;
+        let mut l = lanes(|e| sc(e / 16) * q6_level(wb, e) * xb[4 + e] as i8 as i32);
+        for (k, v) in l.iter_mut().enumerate() {
+            *v -= 32 * (sc(2 * k) * q8k_bsum(xb, 2 * k) + sc(2 * k + 1) * q8k_bsum(xb, 2 * k + 1));
         }
-        sum += f16_at(wb, 208) * q8k_d(xb) * isum as f32;
+        fma_lanes(&mut acc, d, &l);
     }
-    sum
+    super::quants::hsum8(&acc)
 }
 
 pub fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {

@@ -178,6 +178,8 @@ impl ActBuf {
                 .chunks_exact(n_cols)
                 .zip(self.bytes.chunks_exact_mut(self.row_bytes))
             {
+                // ggml's reference rounding, which is what llama.cpp's logits
+                // match (measured: its x86 rounding variant does not).
                 quantize_row(ty, src, dst)?;
             }
         }

@@ -287,71 +287,105 @@ pub fn dequantize_bf16(x: &[u8], y: &mut [f32]) {
 }
 
 // ---- scalar dot products: weight blocks against activation blocks ----
+//
+// The references below fix the order of every float operation: each block's
+// integer products are summed in 8 lanes (lane k holds elements 4k..4k+3),
+// each lane is scaled into its own f32 accumulator with a fused multiply-add,
+// and the lanes are added as a tree at the end. That is the natural order of
+// an 8-wide SIMD kernel, and the order llama.cpp's x86 kernels use, so the
+// SIMD paths equal these bit for bit and Mori reproduces llama.cpp's logits.
+
+/// Sum of 8 lanes as an AVX2 reduction adds them: halves, then pairs.
+#[inline]
+pub fn hsum8(a: &[f32; 8]) -> f32 {
+    let r = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// `acc[k] += d * lane_k` for the 8 lanes of one 32-element block, where
+/// `prod(e)` is the integer product of element `e`.
+#[inline]
+fn accumulate_block(acc: &mut [f32; 8], d: f32, prod: impl Fn(usize) -> i32) {
+    for (k, a) in acc.iter_mut().enumerate() {
+        let lane: i32 = (4 * k..4 * k + 4).map(&prod).sum();
+        *a = d.mul_add(lane as f32, *a);
+    }
+}
+
+/// Weight value `e` (0..32) of a block whose low nibbles hold elements 0..16.
+#[inline]
+fn nibble(qs: &[u8], e: usize) -> i32 {
+    if e < 16 {
+        (qs[e] & 0x0f) as i32
+    } else {
+        (qs[e - 16] >> 4) as i32
+    }
+}
+
+#[inline]
+fn q5_value(qh: u32, qs: &[u8], e: usize) -> i32 {
+    nibble(qs, e) | ((((qh >> e) & 1) as i32) << 4)
+}
 
 pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (wb, xb) in w.chunks_exact(18).zip(x.chunks_exact(34)) {
-        let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            isum += ((wb[2 + j] & 0x0f) as i32 - 8) * xb[2 + j] as i8 as i32;
-            isum += ((wb[2 + j] >> 4) as i32 - 8) * xb[2 + j + 16] as i8 as i32;
-        }
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        accumulate_block(&mut acc, d, |e| {
+            (nibble(&wb[2..], e) - 8) * xb[2 + e] as i8 as i32
+        });
     }
-    sum
+    hsum8(&acc)
 }
 
 pub fn dot_q4_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
     for (wb, xb) in w.chunks_exact(20).zip(x.chunks_exact(36)) {
-        let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            isum += (wb[4 + j] & 0x0f) as i32 * xb[4 + j] as i8 as i32;
-            isum += (wb[4 + j] >> 4) as i32 * xb[4 + j + 16] as i8 as i32;
-        }
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0) + f16_at(wb, 2) * f16_at(xb, 2);
+        summs += f16_at(wb, 2) * f16_at(xb, 2);
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        accumulate_block(&mut acc, d, |e| {
+            nibble(&wb[4..], e) * xb[4 + e] as i8 as i32
+        });
     }
-    sum
+    hsum8(&acc) + summs
 }
 
 pub fn dot_q5_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (wb, xb) in w.chunks_exact(22).zip(x.chunks_exact(34)) {
         let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-        let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            let (a, b) = q5_values(qh, &wb[6..], j);
-            isum += (a - 16) * xb[2 + j] as i8 as i32 + (b - 16) * xb[2 + j + 16] as i8 as i32;
-        }
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        accumulate_block(&mut acc, d, |e| {
+            (q5_value(qh, &wb[6..], e) - 16) * xb[2 + e] as i8 as i32
+        });
     }
-    sum
+    hsum8(&acc)
 }
 
 pub fn dot_q5_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
     for (wb, xb) in w.chunks_exact(24).zip(x.chunks_exact(36)) {
+        summs += f16_at(wb, 2) * f16_at(xb, 2);
         let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-        let mut isum = 0i32;
-        for j in 0..QK / 2 {
-            let (a, b) = q5_values(qh, &wb[8..], j);
-            isum += a * xb[4 + j] as i8 as i32 + b * xb[4 + j + 16] as i8 as i32;
-        }
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0) + f16_at(wb, 2) * f16_at(xb, 2);
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        accumulate_block(&mut acc, d, |e| {
+            q5_value(qh, &wb[8..], e) * xb[4 + e] as i8 as i32
+        });
     }
-    sum
+    hsum8(&acc) + summs
 }
 
 pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (wb, xb) in w.chunks_exact(34).zip(x.chunks_exact(34)) {
-        let mut isum = 0i32;
-        for j in 0..QK {
-            isum += wb[2 + j] as i8 as i32 * xb[2 + j] as i8 as i32;
-        }
-        sum += isum as f32 * f16_at(wb, 0) * f16_at(xb, 0);
+        let d = f16_at(wb, 0) * f16_at(xb, 0);
+        accumulate_block(&mut acc, d, |e| {
+            wb[2 + e] as i8 as i32 * xb[2 + e] as i8 as i32
+        });
     }
-    sum
+    hsum8(&acc)
 }
 
 pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {

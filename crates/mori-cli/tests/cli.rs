@@ -1,0 +1,91 @@
+//! The `mori` binary end to end: writing a random model, tokenizing,
+//! printing logits as JSON lines, and clear errors for bad input.
+
+use std::process::Command;
+
+fn mori(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mori"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn tokenize_and_logits_print_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let p = path.to_str().unwrap();
+    let (ok, _, err) = mori(&[
+        "dev",
+        "random-model",
+        p,
+        "--arch",
+        "qwen2",
+        "--type",
+        "Q4_K_M",
+        "--tied",
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = mori(&["tokenize", p, "the cat"]);
+    assert!(ok, "{err}");
+    let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ids[0], 1, "BOS first");
+    assert!(ids.len() > 2);
+
+    let (ok, out, err) = mori(&["logits", p, "--tokens", "1,5,9", "-t", "2"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["pos"], i);
+        assert_eq!(l["logits"].as_array().unwrap().len(), 384);
+    }
+
+    let (ok, out, _) = mori(&["info", p]);
+    assert!(ok);
+    assert!(
+        out.contains("qwen2") && out.contains("Q4_K") && out.contains("Q6_K"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.gguf");
+    let (ok, _, err) = mori(&["logits", missing.to_str().unwrap(), "--tokens", "1"]);
+    assert!(!ok);
+    assert!(err.contains("nope.gguf"), "{err}");
+
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    let (ok, _, err) = mori(&["tokenize", junk.to_str().unwrap(), "hi"]);
+    assert!(!ok);
+    assert!(err.contains("junk.gguf") && err.contains("GGUF"), "{err}");
+
+    let model = dir.path().join("m.gguf");
+    assert!(mori(&["dev", "random-model", model.to_str().unwrap()]).0);
+    let (ok, _, err) = mori(&["logits", model.to_str().unwrap(), "--tokens", "1,99999"]);
+    assert!(!ok);
+    assert!(err.contains("99999"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn demo_runs_offline() {
+    let (ok, out, err) = mori(&["demo", "hello there", "-n", "4"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tokens") && out.contains("greedy continuation"),
+        "{out}"
+    );
+}
