@@ -416,7 +416,7 @@ impl GgufFile {
 /// Bytes of a tensor of `dims` and `ty`, or why it cannot exist.
 fn tensor_bytes(dims: &[u64], ty: GgmlType) -> std::result::Result<u64, String> {
     let bs = ty.block_size() as u64;
-    if dims[0] % bs != 0 {
+    if !dims[0].is_multiple_of(bs) {
         return Err(format!(
             "rows of {} elements are not a whole number of {ty} blocks ({bs} elements)",
             dims[0]

@@ -224,7 +224,10 @@ fn quantize_k_scales(
 }
 
 fn check(name: &str, n_in: usize, in_bs: usize, n_out: usize, out_bs: usize) -> crate::Result<()> {
-    if n_in % in_bs != 0 || n_out % out_bs != 0 || n_in / in_bs != n_out / out_bs {
+    if !n_in.is_multiple_of(in_bs)
+        || !n_out.is_multiple_of(out_bs)
+        || n_in / in_bs != n_out / out_bs
+    {
         return Err(crate::Error::Size {
             what: leak(name),
             expected: n_in / in_bs.max(1) * out_bs,
@@ -521,7 +524,7 @@ fn fma_lanes(acc: &mut [f32; 8], d: f32, l: &[i32; 8]) {
 /// Sum of the 8 sub-block sums of a Q8_K block weighted by the mins, as 4
 /// lanes of adjacent pairs.
 #[inline]
-fn min_lanes(wb: &[u8], xb: &[u8]) -> [i32; 4] {
+pub(crate) fn min_lanes(wb: &[u8], xb: &[u8]) -> [i32; 4] {
     let sub = |j: usize| q8k_bsum(xb, 2 * j) + q8k_bsum(xb, 2 * j + 1);
     let m = |j: usize| scale_min_k4(j, &wb[4..16]).1 as i32;
     [0, 1, 2, 3].map(|k| m(2 * k) * sub(2 * k) + m(2 * k + 1) * sub(2 * k + 1))
@@ -586,16 +589,4 @@ pub fn vec_dot_q6_k_q8_k_scalar(n: usize, w: &[u8], x: &[u8]) -> f32 {
         fma_lanes(&mut acc, d, &l);
     }
     super::quants::hsum8(&acc)
-}
-
-pub fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    vec_dot_q4_k_q8_k_scalar(n, w, x)
-}
-
-pub fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    vec_dot_q5_k_q8_k_scalar(n, w, x)
-}
-
-pub fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    vec_dot_q6_k_q8_k_scalar(n, w, x)
 }

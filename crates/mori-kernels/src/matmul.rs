@@ -84,17 +84,17 @@ pub fn vec_dot_type(w: GgmlType) -> GgmlType {
 /// row already in `vec_dot_type(ty)`.
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], x: ActRow<'_>) -> f32 {
     match (ty, x) {
-        (GgmlType::F32, ActRow::F32(x)) => simd::dot_f32_bytes(w, &x[..n]),
+        (GgmlType::F32, ActRow::F32(x)) => simd::dot_f32(w, &x[..n]),
         (GgmlType::F16, ActRow::F32(x)) => simd::dot_f16(w, &x[..n]),
         (GgmlType::BF16, ActRow::F32(x)) => simd::dot_bf16(w, &x[..n]),
         (GgmlType::Q4_0, ActRow::Q(x)) => simd::dot_q4_0_q8_0(w, x),
-        (GgmlType::Q4_1, ActRow::Q(x)) => quants::dot_q4_1_q8_1(w, x),
-        (GgmlType::Q5_0, ActRow::Q(x)) => quants::dot_q5_0_q8_0(w, x),
-        (GgmlType::Q5_1, ActRow::Q(x)) => quants::dot_q5_1_q8_1(w, x),
+        (GgmlType::Q4_1, ActRow::Q(x)) => simd::dot_q4_1_q8_1(w, x),
+        (GgmlType::Q5_0, ActRow::Q(x)) => simd::dot_q5_0_q8_0(w, x),
+        (GgmlType::Q5_1, ActRow::Q(x)) => simd::dot_q5_1_q8_1(w, x),
         (GgmlType::Q8_0, ActRow::Q(x)) => simd::dot_q8_0_q8_0(w, x),
-        (GgmlType::Q4K, ActRow::Q(x)) => kquants::vec_dot_q4_k_q8_k(n, w, x),
-        (GgmlType::Q5K, ActRow::Q(x)) => kquants::vec_dot_q5_k_q8_k(n, w, x),
-        (GgmlType::Q6K, ActRow::Q(x)) => kquants::vec_dot_q6_k_q8_k(n, w, x),
+        (GgmlType::Q4K, ActRow::Q(x)) => simd::dot_q4_k_q8_k(n, w, x),
+        (GgmlType::Q5K, ActRow::Q(x)) => simd::dot_q5_k_q8_k(n, w, x),
+        (GgmlType::Q6K, ActRow::Q(x)) => simd::dot_q6_k_q8_k(n, w, x),
         _ => {
             panic!("vec_dot: {ty} weights with mismatched activations (callers check vec_dot_type)")
         }
@@ -230,6 +230,8 @@ pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -
     let n_chunks = n_rows.div_ceil(ROW_CHUNK);
     let n_threads = pool.n_threads();
     pool.run(|tid| {
+        // Capture the whole `OutPtr` (which is Sync), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let out = out;
         // Contiguous chunk ranges per thread keep each thread's weights streaming.
         let per = n_chunks.div_ceil(n_threads);

@@ -1,59 +1,131 @@
-//! Run-time dispatch to SIMD dot products, each beside the scalar reference in
-//! `quants` that it must equal within a stated budget (see the tests below).
+//! Run-time dispatch to the SIMD dot products, each beside the scalar
+//! reference in `quants`/`kquants` that it must equal.
 //!
-//! x86-64 paths need AVX2 + FMA (+ F16C for f16); anything else uses the
-//! scalar code. `is_x86_feature_detected!` caches its answer, so checking it
-//! per call costs one load.
+//! Budgets (checked by the tests below and in `tests/kernels.rs`):
+//! - quantized types: **bit-identical** to the scalar reference. Block products
+//!   are exact integers, and the references fix the float order to the one an
+//!   8-lane kernel uses (lane k = elements with (e mod 32) / 4 == k, one fused
+//!   multiply-add per lane and block, then the halves-then-pairs tree), so
+//!   there is nothing left to differ.
+//! - F32/F16/BF16 weights: relative 1e-5 of the sum of |products| (the SIMD
+//!   code keeps two 8-lane accumulators; the reference one).
+//!
+//! x86-64 paths need AVX2 + FMA + F16C, chosen at run time;
+//! `is_x86_feature_detected!` caches its answer, so a check costs one load.
+//! Other CPUs, and x86 CPUs without AVX2, run the scalar references.
 
-use crate::quants;
+use crate::{kquants, quants};
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
-pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+/// The instruction set the dispatched kernels use on this CPU.
+pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: AVX2 and FMA are present (checked just above).
-        return unsafe { x86::dot_q8_0_q8_0(w, x) };
+        return "avx2+fma+f16c";
     }
-    quants::dot_q8_0_q8_0(w, x)
+    "scalar"
 }
 
-pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 and FMA are present (checked just above).
-        return unsafe { x86::dot_q4_0_q8_0(w, x) };
-    }
-    quants::dot_q4_0_q8_0(w, x)
+/// Defines a dispatching function: the AVX2 kernel `x86::$name` where the CPU
+/// has it, else the scalar reference `$scalar`.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident ( $($arg:ident : $ty:ty),* ) => $scalar:path) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name($($arg: $ty),*) -> f32 {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: AVX2, FMA and F16C are present (checked just above);
+                // the kernel reads only within its slices, as its scalar twin.
+                return unsafe { x86::$name($($arg),*) };
+            }
+            $scalar($($arg),*)
+        }
+    };
 }
 
-pub fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
-    quants::dot_f32(w, x)
-}
-
-pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() && is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2, FMA and F16C are present (checked just above).
-        return unsafe { x86::dot_f16(w, x) };
-    }
-    quants::dot_f16(w, x)
-}
-
-pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
-    quants::dot_bf16(w, x)
-}
+dispatch!(
+    /// Q8_0 weights · Q8_0 activations (same number of blocks).
+    dot_q8_0_q8_0(w: &[u8], x: &[u8]) => quants::dot_q8_0_q8_0
+);
+dispatch!(
+    /// Q4_0 weights · Q8_0 activations.
+    dot_q4_0_q8_0(w: &[u8], x: &[u8]) => quants::dot_q4_0_q8_0
+);
+dispatch!(
+    /// Q4_1 weights · Q8_1 activations.
+    dot_q4_1_q8_1(w: &[u8], x: &[u8]) => quants::dot_q4_1_q8_1
+);
+dispatch!(
+    /// Q5_0 weights · Q8_0 activations.
+    dot_q5_0_q8_0(w: &[u8], x: &[u8]) => quants::dot_q5_0_q8_0
+);
+dispatch!(
+    /// Q5_1 weights · Q8_1 activations.
+    dot_q5_1_q8_1(w: &[u8], x: &[u8]) => quants::dot_q5_1_q8_1
+);
+dispatch!(
+    /// Q4_K weights · Q8_K activations over `n` elements.
+    dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) => kquants::vec_dot_q4_k_q8_k_scalar
+);
+dispatch!(
+    /// Q5_K weights · Q8_K activations over `n` elements.
+    dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) => kquants::vec_dot_q5_k_q8_k_scalar
+);
+dispatch!(
+    /// Q6_K weights · Q8_K activations over `n` elements.
+    dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) => kquants::vec_dot_q6_k_q8_k_scalar
+);
+dispatch!(
+    /// F32 weights (little-endian bytes) · f32 activations.
+    dot_f32(w: &[u8], x: &[f32]) => quants::dot_f32
+);
+dispatch!(
+    /// F16 weights · f32 activations.
+    dot_f16(w: &[u8], x: &[f32]) => quants::dot_f16
+);
+dispatch!(
+    /// BF16 weights · f32 activations.
+    dot_bf16(w: &[u8], x: &[f32]) => quants::dot_bf16
+);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! AVX2 kernels. Each computes the same 8 integer lanes per block as its
+    //! scalar reference and accumulates them with the same fused
+    //! multiply-adds, so the results are bit-identical.
+    //!
+    //! # Safety (all functions)
+    //! The caller checks that the CPU has AVX2, FMA and F16C. Slices hold
+    //! whole blocks; weights and activations hold the same number of them.
+
     use std::arch::x86_64::*;
 
-    use crate::quants::f16_at;
+    use crate::kquants::{self, QK_K};
+    use crate::quants;
 
-    /// Horizontal sum of 8 floats.
+    /// The f16 at byte `off` of `b`, widened by the F16C instruction (the
+    /// conversion is exact, so this equals `quants::f16_at`).
+    #[target_feature(enable = "f16c")]
+    #[inline]
+    unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
+        let bits = u16::from_le_bytes([b[off], b[off + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    const Q4_K_BYTES: usize = 144;
+    const Q5_K_BYTES: usize = 176;
+    const Q6_K_BYTES: usize = 210;
+    const Q8_K_BYTES: usize = 292;
+
+    /// Sum of 8 floats: halves, then pairs (`quants::hsum8`'s order).
     #[target_feature(enable = "avx2")]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -64,57 +136,273 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Sum of products of 32 signed bytes, as 8 i32 lanes converted to f32.
     #[target_feature(enable = "avx2")]
-    unsafe fn dot_i8x32(a: __m256i, b: __m256i) -> __m256 {
-        // maddubs needs an unsigned operand: move a's sign onto b.
-        let ax = _mm256_sign_epi8(a, a);
-        let sy = _mm256_sign_epi8(b, a);
-        let p16 = _mm256_maddubs_epi16(ax, sy);
-        let p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-        _mm256_cvtepi32_ps(p32)
+    unsafe fn load32(p: &[u8], off: usize) -> __m256i {
+        debug_assert!(off + 32 <= p.len());
+        _mm256_loadu_si256(p.as_ptr().add(off) as *const __m256i)
     }
 
-    /// # Safety
-    /// Needs AVX2 and FMA; `w` and `x` hold the same number of Q8_0 blocks.
+    /// 8 i32 lanes of unsigned × signed byte products, 4 adjacent pairs per
+    /// lane. Needs every pair sum to fit i16: |u| ≤ 63 with s ≥ -128 does.
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+
+    /// 8 i32 lanes of signed × signed byte products. Neither side may hold -128
+    /// where the other is negative (weights here never hold -128).
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_i8_i8(a: __m256i, b: __m256i) -> __m256i {
+        lanes_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
+    }
+
+    /// 32 nibbles of 16 bytes: low nibbles are elements 0..16, high 16..32.
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibbles(p: &[u8], off: usize) -> __m256i {
+        debug_assert!(off + 16 <= p.len());
+        let q = _mm_loadu_si128(p.as_ptr().add(off) as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+    }
+
+    /// Byte j is 0xff where bit j of `bits` is set, else 0.
+    #[target_feature(enable = "avx2")]
+    unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+        let v = _mm256_set1_epi32(bits as i32);
+        // Byte j takes source byte j / 8 (shuffles stay within 128-bit halves,
+        // and both halves hold the same 4 bytes).
+        let idx = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let spread = _mm256_shuffle_epi8(v, idx);
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
+    }
+
+    /// `acc += d * lanes` in f32.
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma_lanes(acc: __m256, d: f32, lanes: __m256i) -> __m256 {
+        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (wb, xb) in w.chunks_exact(34).zip(x.chunks_exact(34)) {
-            let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(xb, 0));
-            let a = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
-            let b = _mm256_loadu_si256(xb.as_ptr().add(2) as *const __m256i);
-            acc = _mm256_fmadd_ps(d, dot_i8x32(a, b), acc);
+            let d = f16_at(wb, 0) * f16_at(xb, 0);
+            acc = fma_lanes(acc, d, lanes_i8_i8(load32(wb, 2), load32(xb, 2)));
         }
         hsum(acc)
     }
 
-    /// # Safety
-    /// Needs AVX2 and FMA; `w` holds Q4_0 blocks and `x` as many Q8_0 blocks.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
-        let mask = _mm256_set1_epi8(0x0f);
-        let eight = _mm256_set1_epi8(8);
         for (wb, xb) in w.chunks_exact(18).zip(x.chunks_exact(34)) {
-            let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(xb, 0));
-            let q = _mm_loadu_si128(wb.as_ptr().add(2) as *const __m128i);
-            // Low nibbles are elements 0..16, high nibbles 16..32.
-            let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-            let a = _mm256_sub_epi8(_mm256_and_si256(both, mask), eight);
-            let b = _mm256_loadu_si256(xb.as_ptr().add(2) as *const __m256i);
-            acc = _mm256_fmadd_ps(d, dot_i8x32(a, b), acc);
+            let d = f16_at(wb, 0) * f16_at(xb, 0);
+            let q = _mm256_sub_epi8(nibbles(wb, 2), _mm256_set1_epi8(8));
+            acc = fma_lanes(acc, d, lanes_i8_i8(q, load32(xb, 2)));
         }
         hsum(acc)
     }
 
-    /// # Safety
-    /// Needs AVX2, FMA and F16C; `w` holds `x.len()` f16 values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (wb, xb) in w.chunks_exact(20).zip(x.chunks_exact(36)) {
+            summs += f16_at(wb, 2) * f16_at(xb, 2);
+            let d = f16_at(wb, 0) * f16_at(xb, 0);
+            acc = fma_lanes(acc, d, lanes_u8_i8(nibbles(wb, 4), load32(xb, 4)));
+        }
+        hsum(acc) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q5_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (wb, xb) in w.chunks_exact(22).zip(x.chunks_exact(34)) {
+            let d = f16_at(wb, 0) * f16_at(xb, 0);
+            let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+            // level - 16 as a signed byte: set the high nibble to 0xf0 where
+            // the fifth bit is clear (nibble - 16), leave it where it is set.
+            let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xf0u8 as i8));
+            let q = _mm256_or_si256(nibbles(wb, 6), high);
+            acc = fma_lanes(acc, d, lanes_i8_i8(q, load32(xb, 2)));
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q5_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (wb, xb) in w.chunks_exact(24).zip(x.chunks_exact(36)) {
+            summs += f16_at(wb, 2) * f16_at(xb, 2);
+            let d = f16_at(wb, 0) * f16_at(xb, 0);
+            let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+            let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+            let q = _mm256_or_si256(nibbles(wb, 8), high);
+            acc = fma_lanes(acc, d, lanes_u8_i8(q, load32(xb, 4)));
+        }
+        hsum(acc) + summs
+    }
+
+    /// The 8 sub-block scales of a Q4_K/Q5_K block, unpacked.
+    #[inline]
+    fn k_scales(wb: &[u8]) -> [i16; 8] {
+        std::array::from_fn(|j| kquants::scale_min_k4(j, &wb[4..16]).0 as i16)
+    }
+
+    /// Integer lanes of one 32-element sub-block of unsigned levels `q`
+    /// (0..32) times activations, scaled by the sub-block's scale.
+    #[target_feature(enable = "avx2")]
+    unsafe fn scaled_lanes(q: __m256i, x: __m256i, scale: i16) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(scale))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        let blocks = w.chunks_exact(Q4_K_BYTES).zip(x.chunks_exact(Q8_K_BYTES));
+        for (wb, xb) in blocks.take(n / QK_K) {
+            let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+            let d = dy * f16_at(wb, 0);
+            let dmin = -dy * f16_at(wb, 2);
+            let scales = k_scales(wb);
+            let mut sumi = _mm256_setzero_si256();
+            for c in 0..4 {
+                let q = load32(wb, 16 + 32 * c);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let p_lo = scaled_lanes(lo, load32(xb, 4 + 64 * c), scales[2 * c]);
+                let p_hi = scaled_lanes(hi, load32(xb, 36 + 64 * c), scales[2 * c + 1]);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+            }
+            acc = fma_lanes(acc, d, sumi);
+            let m = kquants::min_lanes(wb, xb);
+            let m = _mm_setr_ps(m[0] as f32, m[1] as f32, m[2] as f32, m[3] as f32);
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), m, acc_m);
+        }
+        let acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+        let acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+        hsum(acc) + _mm_cvtss_f32(acc_m)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let sixteen = _mm256_set1_epi8(16);
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        let blocks = w.chunks_exact(Q5_K_BYTES).zip(x.chunks_exact(Q8_K_BYTES));
+        for (wb, xb) in blocks.take(n / QK_K) {
+            let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+            let d = dy * f16_at(wb, 0);
+            let dmin = -dy * f16_at(wb, 2);
+            let mins: i32 = kquants::min_lanes(wb, xb).iter().sum();
+            summs += dmin * mins as f32;
+            let scales = k_scales(wb);
+            let qh = load32(wb, 16);
+            // The fifth bit of sub-block j is bit j of each qh byte.
+            let high = |j: usize| {
+                let m = _mm256_set1_epi8((1u8 << j) as i8);
+                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m), sixteen)
+            };
+            let mut sumi = _mm256_setzero_si256();
+            for c in 0..4 {
+                let q = load32(wb, 48 + 32 * c);
+                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), high(2 * c));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                    high(2 * c + 1),
+                );
+                let p_lo = scaled_lanes(lo, load32(xb, 4 + 64 * c), scales[2 * c]);
+                let p_hi = scaled_lanes(hi, load32(xb, 36 + 64 * c), scales[2 * c + 1]);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+            }
+            acc = fma_lanes(acc, d, sumi);
+        }
+        hsum(acc) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m3 = _mm256_set1_epi8(3);
+        let mut acc = _mm256_setzero_ps();
+        let blocks = w.chunks_exact(Q6_K_BYTES).zip(x.chunks_exact(Q8_K_BYTES));
+        for (wb, xb) in blocks.take(n / QK_K) {
+            let dy = f32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]]);
+            let d = dy * f16_at(wb, 208);
+            let sc = |g: usize| wb[192 + g] as i8 as i16;
+            // The -32 offset of the levels, per lane through the 16 group sums.
+            let bsums = load32(xb, 260);
+            let scales16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i));
+            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                let ql1 = load32(wb, 64 * h);
+                let ql2 = load32(wb, 64 * h + 32);
+                let qh = load32(wb, 128 + 32 * h);
+                let top = |shift: i32| {
+                    let bits = match shift {
+                        0 => qh,
+                        2 => _mm256_srli_epi16(qh, 2),
+                        4 => _mm256_srli_epi16(qh, 4),
+                        _ => _mm256_srli_epi16(qh, 6),
+                    };
+                    _mm256_slli_epi16(_mm256_and_si256(bits, m3), 4)
+                };
+                let quarters = [
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), top(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), top(6)),
+                ];
+                for (k, q) in quarters.into_iter().enumerate() {
+                    let g = 8 * h + 2 * k;
+                    let s = _mm256_set_m128i(_mm_set1_epi16(sc(g + 1)), _mm_set1_epi16(sc(g)));
+                    let xq = load32(xb, 4 + 128 * h + 32 * k);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s);
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+            }
+            acc = fma_lanes(acc, d, _mm256_sub_epi32(sumi, offset));
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        debug_assert!(w.len() >= 4 * n);
+        let wp = w.as_ptr() as *const f32;
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            let w0 = _mm256_loadu_ps(wp.add(i));
+            let w1 = _mm256_loadu_ps(wp.add(i + 8));
+            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
+            i += 16;
+        }
+        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
+        if i < n {
+            sum += quants::dot_f32(&w[4 * i..], &x[i..]);
+        }
+        sum
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
+        debug_assert!(w.len() >= 2 * n);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + 16 <= n {
             let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i));
@@ -125,7 +413,34 @@ mod x86 {
         }
         let mut sum = hsum(_mm256_add_ps(acc0, acc1));
         if i < n {
-            sum += crate::quants::dot_f16(&w[2 * i..], &x[i..]);
+            sum += quants::dot_f16(&w[2 * i..], &x[i..]);
+        }
+        sum
+    }
+
+    /// 8 bf16 values widened to f32 (a bf16 is the top half of an f32).
+    #[target_feature(enable = "avx2")]
+    unsafe fn bf16x8(p: *const u8) -> __m256 {
+        let h = _mm_loadu_si128(p as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len();
+        debug_assert!(w.len() >= 2 * n);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            let w0 = bf16x8(w.as_ptr().add(2 * i));
+            let w1 = bf16x8(w.as_ptr().add(2 * i + 16));
+            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
+            i += 16;
+        }
+        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
+        if i < n {
+            sum += quants::dot_bf16(&w[2 * i..], &x[i..]);
         }
         sum
     }
@@ -137,9 +452,20 @@ mod tests {
     use crate::{quantize_row, GgmlType};
     use rand::{Rng, SeedableRng};
 
+    /// Wide-ranging data with a few outliers, so scales, mins and the
+    /// extreme levels (0, 15, 31, 63, ±127) all occur.
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..n).map(|_| rng.gen_range(-2.0f32..2.0)).collect()
+        (0..n)
+            .map(|i| {
+                let v = rng.gen_range(-2.0f32..2.0);
+                if i % 61 == 0 {
+                    v * 20.0
+                } else {
+                    v
+                }
+            })
+            .collect()
     }
 
     fn q(ty: GgmlType, x: &[f32]) -> Vec<u8> {
@@ -148,40 +474,114 @@ mod tests {
         out
     }
 
-    /// Integer block products are exact; only the float accumulation order
-    /// differs, so the budget is a relative 1e-5 of the sum of magnitudes.
+    type BlockDot = fn(&[u8], &[u8]) -> f32;
+    type SuperBlockDot = fn(usize, &[u8], &[u8]) -> f32;
+
+    /// Every quantized SIMD kernel returns exactly the scalar reference's bits.
     #[test]
-    fn simd_q8_0_and_q4_0_match_scalar() {
-        for (i, n) in [32usize, 64, 96, 4096, 32 * 33].into_iter().enumerate() {
-            let (w, x) = (random(n, i as u64), random(n, 100 + i as u64));
-            let xq = q(GgmlType::Q8_0, &x);
-            for (wt, simd_f, scalar_f) in [
-                (
-                    GgmlType::Q8_0,
-                    dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32,
-                    quants::dot_q8_0_q8_0 as fn(&[u8], &[u8]) -> f32,
-                ),
-                (GgmlType::Q4_0, dot_q4_0_q8_0, quants::dot_q4_0_q8_0),
-            ] {
-                let wq = q(wt, &w);
-                let (a, b) = (simd_f(&wq, &xq), scalar_f(&wq, &xq));
+    fn quantized_simd_is_bit_identical_to_scalar() {
+        let legacy: [(GgmlType, GgmlType, BlockDot, BlockDot); 5] = [
+            (
+                GgmlType::Q8_0,
+                GgmlType::Q8_0,
+                dot_q8_0_q8_0,
+                quants::dot_q8_0_q8_0,
+            ),
+            (
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                dot_q4_0_q8_0,
+                quants::dot_q4_0_q8_0,
+            ),
+            (
+                GgmlType::Q4_1,
+                GgmlType::Q8_1,
+                dot_q4_1_q8_1,
+                quants::dot_q4_1_q8_1,
+            ),
+            (
+                GgmlType::Q5_0,
+                GgmlType::Q8_0,
+                dot_q5_0_q8_0,
+                quants::dot_q5_0_q8_0,
+            ),
+            (
+                GgmlType::Q5_1,
+                GgmlType::Q8_1,
+                dot_q5_1_q8_1,
+                quants::dot_q5_1_q8_1,
+            ),
+        ];
+        let kquant: [(GgmlType, SuperBlockDot, SuperBlockDot); 3] = [
+            (
+                GgmlType::Q4K,
+                dot_q4_k_q8_k,
+                kquants::vec_dot_q4_k_q8_k_scalar,
+            ),
+            (
+                GgmlType::Q5K,
+                dot_q5_k_q8_k,
+                kquants::vec_dot_q5_k_q8_k_scalar,
+            ),
+            (
+                GgmlType::Q6K,
+                dot_q6_k_q8_k,
+                kquants::vec_dot_q6_k_q8_k_scalar,
+            ),
+        ];
+        for seed in 0..20u64 {
+            for n in [256usize, 512, 256 * 11, 4096] {
+                let (w, x) = (random(n, seed), random(n, 1000 + seed));
+                for &(wt, xt, fast, reference) in &legacy {
+                    let (wq, xq) = (q(wt, &w), q(xt, &x));
+                    let (a, b) = (fast(&wq, &xq), reference(&wq, &xq));
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{wt} n={n} seed={seed}: {a} vs {b}"
+                    );
+                }
+                let xq = q(GgmlType::Q8K, &x);
+                for &(wt, fast, reference) in &kquant {
+                    let wq = q(wt, &w);
+                    let (a, b) = (fast(n, &wq, &xq), reference(n, &wq, &xq));
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{wt} n={n} seed={seed}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Float weights: relative 1e-5 of the sum of |products|, at every tail length.
+    #[test]
+    fn float_simd_matches_scalar_with_tails() {
+        type FloatDot = fn(&[u8], &[f32]) -> f32;
+        let kernels: [(GgmlType, FloatDot, FloatDot); 3] = [
+            (GgmlType::F32, dot_f32, quants::dot_f32),
+            (GgmlType::F16, dot_f16, quants::dot_f16),
+            (GgmlType::BF16, dot_bf16, quants::dot_bf16),
+        ];
+        for n in (0..40).chain([100, 4096, 4099, 5003]) {
+            let (w, x) = (random(n, n as u64), random(n, 7 + n as u64));
+            for &(ty, fast, reference) in &kernels {
+                let wq = q(ty, &w);
+                let (a, b) = (fast(&wq, &x), reference(&wq, &x));
                 let scale: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum();
                 assert!(
                     (a - b).abs() <= 1e-5 * scale,
-                    "{wt} n={n}: simd {a} scalar {b}"
+                    "{ty} n={n}: simd {a} scalar {b}"
                 );
             }
         }
     }
 
     #[test]
-    fn simd_f16_matches_scalar_with_tails() {
-        for n in [1usize, 7, 16, 17, 100, 4099] {
-            let (w, x) = (random(n, n as u64), random(n, 7 + n as u64));
-            let wq = q(GgmlType::F16, &w);
-            let (a, b) = (dot_f16(&wq, &x), quants::dot_f16(&wq, &x));
-            let scale: f32 = w.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum();
-            assert!((a - b).abs() <= 1e-5 * scale, "n={n}: simd {a} scalar {b}");
-        }
+    fn isa_is_named() {
+        let isa = isa();
+        println!("dispatched kernels use: {isa}");
+        assert!(["avx2+fma+f16c", "scalar"].contains(&isa));
     }
 }

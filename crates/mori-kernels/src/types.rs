@@ -105,7 +105,7 @@ impl GgmlType {
     /// stored in this type at all.
     pub fn row_size(self, n: usize) -> Result<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(Error::RowLength {
                 ty: self,
                 n,

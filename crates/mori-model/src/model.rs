@@ -117,6 +117,6 @@ fn count_types(f: &GgufFile) -> Vec<(GgmlType, usize)> {
             None => counts.push((t.ty, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts
 }

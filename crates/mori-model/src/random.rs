@@ -145,7 +145,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             registry::supported()
         )));
     }
-    if spec.n_head == 0 || spec.n_head_kv == 0 || spec.n_head % spec.n_head_kv != 0 {
+    if spec.n_head == 0 || spec.n_head_kv == 0 || !spec.n_head.is_multiple_of(spec.n_head_kv) {
         return Err(Error::Invalid(format!(
             "{} heads cannot share {} key/value heads",
             spec.n_head, spec.n_head_kv
