@@ -65,6 +65,18 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Converts one activation row to `ty` the way llama.cpp's x86 build does
+/// (see `quants::quantize_q8_0_act`); Q8_K uses the reference rounding, as
+/// llama.cpp does.
+fn quantize_act_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    match ty {
+        GgmlType::Q8_0 => quants::quantize_q8_0_act(src, dst),
+        GgmlType::Q8_1 => quants::quantize_q8_1_act(src, dst),
+        _ => quantize_row(ty, src, dst)?,
+    }
+    Ok(())
+}
+
 /// The format activations are converted to before a dot product with weights
 /// of type `w`: 8-bit blocks for the quantized types (integer dot products),
 /// f32 for the float types (the weight is widened on the fly).
@@ -178,9 +190,7 @@ impl ActBuf {
                 .chunks_exact(n_cols)
                 .zip(self.bytes.chunks_exact_mut(self.row_bytes))
             {
-                // ggml's reference rounding, which is what llama.cpp's logits
-                // match (measured: its x86 rounding variant does not).
-                quantize_row(ty, src, dst)?;
+                quantize_act_row(ty, src, dst)?;
             }
         }
         self.ty = Some(ty);

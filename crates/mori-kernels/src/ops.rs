@@ -4,12 +4,12 @@
 
 /// RMS normalisation of one row: `out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]`.
 ///
-/// The sum of squares is accumulated in f64, as ggml does, so that long rows
-/// of large activations do not lose precision.
+/// Each square is taken in f32 and the squares are summed in f64, as ggml
+/// does, so that long rows of large activations do not lose precision.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len(), out.len());
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
@@ -19,7 +19,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// RMS normalisation in place, then scaling by `w`.
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for (v, &g) in x.iter_mut().zip(w) {
@@ -44,10 +44,12 @@ pub fn softmax_inplace(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`.
+/// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`, with
+/// `silu(x) = x / (1 + exp(-x))` and the `exp` of [`exp_approx`] (the one
+/// llama.cpp's vectorised SwiGLU uses, so the results match it bit for bit).
 pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        let s = *g / (1.0 + (-*g).exp());
+        let s = *g / (1.0 + exp_approx(0.0 - *g));
         *g = s * u;
     }
 }
@@ -297,8 +299,9 @@ pub fn attention(
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
     pool.run(|tid| {
-        // Rows are padded to whole 16-lane groups; the padding holds exact zeros.
-        let n_pad = n_kv.div_ceil(LANES) * LANES;
+        // Rows are padded to whole 32-element steps; the padding holds exact
+        // zeros (probability 0, value 0), so it adds nothing.
+        let n_pad = n_kv.div_ceil(ROW_PAD) * ROW_PAD;
         let mut scores = vec![0.0f32; n_pad];
         let mut qh16 = vec![0.0f32; hd];
         let mut row = vec![0.0f32; hd];
@@ -347,69 +350,76 @@ pub fn attention(
     });
 }
 
-/// Width of the accumulators in [`dot_lanes`] and [`softmax_lanes`].
-const LANES: usize = 16;
+/// Width of the exponential groups in [`softmax_lanes`].
+const LANES: usize = 8;
 
-/// Dot product in a fixed order: 16 lanes of fused multiply-adds over the
-/// vectors in steps of 16, then a pairwise tree. This is the order of a
-/// 16-wide SIMD kernel (and of llama.cpp's f16 products on AVX-512), so a SIMD
-/// version gives bit-identical results. Lengths must be multiples of 16.
+/// Attention rows are padded with zeros to a multiple of this.
+const ROW_PAD: usize = 32;
+
+/// Dot product in llama.cpp's AVX2 f16 order (`ggml_vec_dot_f16`): four
+/// 8-lane accumulators of fused multiply-adds over steps of 32 (accumulator
+/// j, lane l takes the elements 32i + 8j + l), combined as (0+2)+(1+3),
+/// then the 8 lanes as halves and two horizontal pair sums; elements past the
+/// last multiple of 32 are added in f64. Matching this order makes the
+/// attention scores and outputs equal llama.cpp's bit for bit.
 pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len() % LANES, 0);
-    let mut acc = [0.0f32; LANES];
-    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-        for j in 0..LANES {
-            acc[j] = ca[j].mul_add(cb[j], acc[j]);
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [[0.0f32; 8]; 4];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let tail = ca.remainder().iter().zip(cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for (j, acc_j) in acc.iter_mut().enumerate() {
+            for (l, s) in acc_j.iter_mut().enumerate() {
+                *s = xa[8 * j + l].mul_add(xb[8 * j + l], *s);
+            }
         }
     }
-    reduce_lanes(&acc)
-}
-
-/// Sum of 16 lanes as a pairwise tree: halves, then quarters, and so on.
-fn reduce_lanes(a: &[f32; LANES]) -> f32 {
-    let mut t8 = [0.0f32; 8];
-    for i in 0..8 {
-        t8[i] = a[8 + i] + a[i];
+    let x: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for (p, q) in tail {
+        sum += (p * q) as f64;
     }
-    let mut t4 = [0.0f32; 4];
-    for i in 0..4 {
-        t4[i] = t8[4 + i] + t8[i];
-    }
-    let t2 = [t4[0] + t4[2], t4[1] + t4[3]];
-    t2[0] + t2[1]
+    sum as f32
 }
 
 /// `exp(x)` by range reduction to `2^n * e^b` and a degree-5 polynomial in
-/// `b`, with fused multiply-adds. Accurate to about 1.5 ulp; chosen because it
-/// is the approximation llama.cpp's softmax uses, so probabilities match it
-/// bit for bit.
+/// `b`, with fused multiply-adds. Accurate to about 1.5 ulp; it is the
+/// approximation llama.cpp's AVX2 softmax and SiLU use (`ggml_v_expf`), step
+/// for step, so Mori's probabilities and activations match llama.cpp's bit
+/// for bit.
 pub fn exp_approx(x: f32) -> f32 {
     let c = f32::from_bits;
     let r = c(0x4b40_0000); // 1.5 * 2^23: adding it rounds to an integer
     let z = x.mul_add(c(0x3fb8_aa3b), r); // x / ln 2 + r
     let n = z - r;
     let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
-    if n.abs() > 192.0 || n.is_nan() {
-        return if n <= 0.0 {
-            0.0
-        } else if n.is_nan() {
-            f32::NAN
-        } else {
-            f32::INFINITY
-        };
-    }
+    // 2^n, built in the exponent field from z's low bits.
+    let e = z.to_bits() << 23;
+    let k = c(e.wrapping_add(1.0f32.to_bits()));
     let u = b * b;
     let j = c(0x3c07_2010)
         .mul_add(b, c(0x3d2b_9f17))
-        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)));
-    let j = j.mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
-    // j * 2^n in one rounding (f64 holds the exact product).
-    ((j as f64) * 2f64.powi(n as i32)) as f32
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 || n.is_nan() {
+        return j.mul_add(k, k);
+    }
+    // Out of the normal exponent range: scale in two steps (or saturate).
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    if n.abs() > 192.0 {
+        return s1 * s1;
+    }
+    let s2 = c(e.wrapping_sub(g));
+    s2.mul_add(j, s2) * s1
 }
 
-/// Softmax in place over a row whose length is a multiple of 16, summing each
-/// group of 16 as a tree and the groups in f64.
+/// Softmax in place over a row whose length is a multiple of 8: each group
+/// of 8 exponentials is summed halves-then-pairs and the groups in f64, then
+/// the row is multiplied by the f32 reciprocal of the sum (llama.cpp's order).
 pub fn softmax_lanes(x: &mut [f32]) {
+    debug_assert_eq!(x.len() % LANES, 0);
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         x.iter_mut().for_each(|v| *v = 0.0);
@@ -422,7 +432,7 @@ pub fn softmax_lanes(x: &mut [f32]) {
             *v = exp_approx(*v - max);
             *l = *v;
         }
-        sum += reduce_lanes(&lanes) as f64;
+        sum += crate::quants::hsum8(&lanes) as f64;
     }
     let inv = (1.0 / sum) as f32;
     x.iter_mut().for_each(|v| *v *= inv);
