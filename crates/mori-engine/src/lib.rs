@@ -4,6 +4,8 @@
 //! model, so consecutive turns reuse what is already computed. The sampling
 //! chain, chat templates and stop rules grow here.
 
+pub mod sampling;
+
 use mori_kernels::ThreadPool;
 use mori_model::{KvCache, Logits, Model};
 

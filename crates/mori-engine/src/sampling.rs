@@ -1,0 +1,644 @@
+//! The sampling chain: from a model's logits to the next token.
+//!
+//! Order (llama.cpp's default, so settings mean the same in both tools):
+//! logit bias → repetition / presence / frequency penalties over the last
+//! `penalty_last_n` accepted tokens → top-k → typical-p → top-p → min-p →
+//! temperature → a draw from a seeded ChaCha20 generator. Each truncation
+//! renormalises over the tokens still in play; temperature is applied last,
+//! so it reshapes the distribution that survived the truncations. A
+//! temperature of 0 is greedy: the first token of largest penalised logit.
+//!
+//! Every step is deterministic and the draw uses only the seed, so the same
+//! seed, logits and accepted tokens give the same token, bit for bit.
+
+use std::collections::{HashMap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// A sampling setting out of range, or a distribution nothing can be drawn from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplingError {
+    #[error("sampling parameter {name} = {value} is out of range: expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("logit bias names token {id}, but the vocabulary has {n_vocab} tokens")]
+    BiasToken { id: u32, n_vocab: usize },
+    #[error("logits have {got} entries, but the vocabulary has {n_vocab} tokens")]
+    LogitCount { got: usize, n_vocab: usize },
+    #[error("no token can be sampled: every logit is -inf or NaN after biases and penalties")]
+    Empty,
+}
+
+/// Settings of the chain. `Default` gives llama.cpp's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Divides the logits before the draw; 0 means greedy.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest most-likely set whose probability reaches `top_p`; 1 keeps all.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one; 0 keeps all.
+    pub min_p: f32,
+    /// Locally typical sampling: keep the tokens whose surprise is closest to
+    /// the entropy, up to probability `typical_p`; 1 keeps all.
+    pub typical_p: f32,
+    /// Divides positive (multiplies negative) logits of tokens seen in the window; 1 is off.
+    pub repeat_penalty: f32,
+    /// Subtracted once from the logit of every token seen in the window; 0 is off.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the window; 0 is off.
+    pub frequency_penalty: f32,
+    /// How many of the last accepted tokens the penalties look at; 0 turns them off.
+    pub penalty_last_n: usize,
+    /// Added to a token's logit before anything else (`-inf` bans it).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Seeds the draw.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            typical_p: 1.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding: always the most likely token.
+    pub fn greedy() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self, n_vocab: usize) -> Result<(), SamplingError> {
+        let bad = |name, value: f32, expected| SamplingError::Invalid {
+            name,
+            value: value.to_string(),
+            expected,
+        };
+        let t = self.temperature;
+        if !(t >= 0.0 && t.is_finite()) {
+            return Err(bad("temperature", t, "a finite number >= 0"));
+        }
+        for (name, v) in [("top_p", self.top_p), ("typical_p", self.typical_p)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(bad(name, v, "a number in (0, 1]"));
+            }
+        }
+        if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
+            return Err(bad("min_p", self.min_p, "a number in [0, 1]"));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return Err(bad(
+                "repeat_penalty",
+                self.repeat_penalty,
+                "a finite number > 0",
+            ));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return Err(bad(name, v, "a finite number"));
+            }
+        }
+        for &(id, b) in &self.logit_bias {
+            if id as usize >= n_vocab {
+                return Err(SamplingError::BiasToken { id, n_vocab });
+            }
+            if b.is_nan() || b == f32::INFINITY {
+                return Err(bad("logit_bias", b, "a number or -inf"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One token still in play, with its (penalised) logit and its probability
+/// in the final distribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub id: u32,
+    pub logit: f32,
+    pub p: f32,
+}
+
+/// The chain with its state: the penalty window and the random generator.
+pub struct Sampler {
+    params: SamplingParams,
+    n_vocab: usize,
+    rng: ChaCha20Rng,
+    window: VecDeque<u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, n_vocab: usize) -> Result<Self, SamplingError> {
+        params.validate(n_vocab)?;
+        Ok(Sampler {
+            rng: ChaCha20Rng::seed_from_u64(params.seed),
+            params,
+            n_vocab,
+            window: VecDeque::new(),
+        })
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Records a token as part of the text (prompt or generated), for the penalties.
+    pub fn accept(&mut self, id: u32) {
+        if self.params.penalty_last_n == 0 {
+            return;
+        }
+        self.window.push_back(id);
+        while self.window.len() > self.params.penalty_last_n {
+            self.window.pop_front();
+        }
+    }
+
+    /// Forgets the penalty window (a new conversation); the generator is not reseeded.
+    pub fn reset(&mut self) {
+        self.window.clear();
+    }
+
+    /// The distribution the next token is drawn from: the surviving tokens,
+    /// most likely first, with probabilities summing to 1.
+    pub fn candidates(&self, logits: &[f32]) -> Result<Vec<Candidate>, SamplingError> {
+        if logits.len() != self.n_vocab {
+            return Err(SamplingError::LogitCount {
+                got: logits.len(),
+                n_vocab: self.n_vocab,
+            });
+        }
+        let p = &self.params;
+        let mut adjusted = logits.to_vec();
+        for &(id, b) in &p.logit_bias {
+            adjusted[id as usize] += b;
+        }
+        self.apply_penalties(&mut adjusted);
+
+        let mut c: Vec<Candidate> = adjusted
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
+            .map(|(i, &l)| Candidate {
+                id: i as u32,
+                logit: l,
+                p: 0.0,
+            })
+            .collect();
+        if c.is_empty() {
+            return Err(SamplingError::Empty);
+        }
+        // Most likely first; ties keep the lower id first (a stable sort).
+        c.sort_by(|a, b| b.logit.total_cmp(&a.logit));
+        if p.temperature == 0.0 {
+            c.truncate(1);
+            c[0].p = 1.0;
+            return Ok(c);
+        }
+        if p.top_k > 0 && p.top_k < c.len() {
+            c.truncate(p.top_k);
+        }
+        if p.typical_p < 1.0 {
+            typical(&mut c, p.typical_p);
+        }
+        if p.top_p < 1.0 {
+            softmax(&mut c, 1.0);
+            let mut cum = 0.0f64;
+            let mut keep = c.len();
+            for (i, x) in c.iter().enumerate() {
+                cum += x.p as f64;
+                if cum >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            c.truncate(keep);
+        }
+        if p.min_p > 0.0 {
+            // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p).
+            let floor = c[0].logit + p.min_p.ln();
+            let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
+            c.truncate(keep);
+        }
+        softmax(&mut c, p.temperature);
+        Ok(c)
+    }
+
+    /// Draws the next token. Does not `accept` it: the caller does, once it
+    /// keeps the token.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
+        let c = self.candidates(logits)?;
+        if c.len() == 1 {
+            return Ok(c[0].id);
+        }
+        let r: f64 = self.rng.gen();
+        let mut cum = 0.0f64;
+        for x in &c {
+            cum += x.p as f64;
+            if r < cum {
+                return Ok(x.id);
+            }
+        }
+        // Rounding left the total a hair under r: the last token takes the rest.
+        Ok(c[c.len() - 1].id)
+    }
+
+    fn apply_penalties(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        let off =
+            p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
+        if off || self.window.is_empty() {
+            return;
+        }
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for &id in &self.window {
+            *counts.entry(id).or_default() += 1;
+        }
+        for (&id, &n) in &counts {
+            let Some(l) = logits.get_mut(id as usize) else {
+                continue;
+            };
+            if *l > 0.0 {
+                *l /= p.repeat_penalty;
+            } else {
+                *l *= p.repeat_penalty;
+            }
+            *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
+        }
+    }
+}
+
+/// Softmax over the candidates' logits divided by `temperature`, into `p`.
+fn softmax(c: &mut [Candidate], temperature: f32) {
+    let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for x in c.iter_mut() {
+        let e = (((x.logit - max) / temperature) as f64).exp();
+        x.p = e as f32;
+        sum += e;
+    }
+    for x in c.iter_mut() {
+        x.p = (x.p as f64 / sum) as f32;
+    }
+}
+
+/// Locally typical sampling (Meister et al. 2022): keep the tokens whose
+/// surprise `-ln p` is closest to the entropy, until their probability
+/// reaches `mass`; the survivors stay sorted by logit.
+fn typical(c: &mut Vec<Candidate>, mass: f32) {
+    softmax(c, 1.0);
+    let entropy: f64 = c
+        .iter()
+        .filter(|x| x.p > 0.0)
+        .map(|x| -(x.p as f64) * (x.p as f64).ln())
+        .sum();
+    let mut order: Vec<(f64, usize)> = c
+        .iter()
+        .enumerate()
+        .map(|(i, x)| ((-(x.p as f64).ln() - entropy).abs(), i))
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut cum = 0.0f64;
+    let mut keep = vec![false; c.len()];
+    for &(_, i) in &order {
+        keep[i] = true;
+        cum += c[i].p as f64;
+        if cum >= mass as f64 {
+            break;
+        }
+    }
+    let mut i = 0;
+    c.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
+/// The log-probability of one token under the model's distribution (the raw
+/// logits, before any sampling setting), with the `top_n` most likely tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Log-softmax of `logits` read at `id`, plus the `top_n` best alternatives
+/// (most likely first, lower id first on ties).
+pub fn logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::new();
+    if top_n > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        top = idx
+            .into_iter()
+            .take(top_n)
+            .map(|i| (i, lp(logits[i as usize])))
+            .collect();
+    }
+    TokenLogprob {
+        id,
+        logprob: lp(logits[id as usize]),
+        top,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
+        // Everything off, temperature 1: each test turns on what it checks.
+        let mut p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            typical_p: 1.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
+            seed: 1,
+        };
+        f(&mut p);
+        p
+    }
+
+    /// (id, probability) of the final distribution, probabilities rounded to 1e-4.
+    fn dist(p: SamplingParams, history: &[u32], logits: &[f32]) -> Vec<(u32, f32)> {
+        let mut s = Sampler::new(p, logits.len()).unwrap();
+        history.iter().for_each(|&t| s.accept(t));
+        s.candidates(logits)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id, (c.p * 1e4).round() / 1e4))
+            .collect()
+    }
+
+    /// ln of each probability: logits whose softmax is exactly `probs`.
+    fn logits_of(probs: &[f32]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln()).collect()
+    }
+
+    #[test]
+    fn table_of_chains() {
+        let l = logits_of(&[0.5, 0.25, 0.15, 0.07, 0.03]);
+        type Case = (&'static str, SamplingParams, Vec<u32>, Vec<(u32, f32)>);
+        let cases: Vec<Case> = vec![
+            (
+                "plain softmax",
+                params(|_| {}),
+                vec![],
+                vec![(0, 0.5), (1, 0.25), (2, 0.15), (3, 0.07), (4, 0.03)],
+            ),
+            (
+                "greedy",
+                params(|p| p.temperature = 0.0),
+                vec![],
+                vec![(0, 1.0)],
+            ),
+            (
+                "top-k 2",
+                params(|p| p.top_k = 2),
+                vec![],
+                vec![(0, 0.6667), (1, 0.3333)],
+            ),
+            (
+                "top-p 0.8 keeps 0.5+0.25+0.15",
+                params(|p| p.top_p = 0.8),
+                vec![],
+                vec![(0, 0.5556), (1, 0.2778), (2, 0.1667)],
+            ),
+            (
+                "top-p 0.75 stops where the sum reaches it",
+                params(|p| p.top_p = 0.75),
+                vec![],
+                vec![(0, 0.6667), (1, 0.3333)],
+            ),
+            (
+                "min-p 0.2 drops p < 0.1",
+                params(|p| p.min_p = 0.2),
+                vec![],
+                vec![(0, 0.5556), (1, 0.2778), (2, 0.1667)],
+            ),
+            (
+                "temperature 2 flattens: p ~ sqrt(p)",
+                params(|p| p.temperature = 2.0),
+                vec![],
+                vec![
+                    (0, 0.348),
+                    (1, 0.246),
+                    (2, 0.1906),
+                    (3, 0.1302),
+                    (4, 0.0852),
+                ],
+            ),
+            (
+                "temperature 0.5 sharpens: p ~ p^2",
+                params(|p| p.temperature = 0.5),
+                vec![],
+                vec![
+                    (0, 0.7336),
+                    (1, 0.1834),
+                    (2, 0.066),
+                    (3, 0.0144),
+                    (4, 0.0026),
+                ],
+            ),
+            (
+                "truncation before temperature",
+                params(|p| {
+                    p.top_k = 2;
+                    p.temperature = 0.5;
+                }),
+                vec![],
+                vec![(0, 0.8), (1, 0.2)],
+            ),
+            (
+                "logit bias bans the best token",
+                params(|p| {
+                    p.temperature = 0.0;
+                    p.logit_bias = vec![(0, f32::NEG_INFINITY)];
+                }),
+                vec![],
+                vec![(1, 1.0)],
+            ),
+            (
+                "logit bias +ln 2 doubles a token's odds",
+                params(|p| p.logit_bias = vec![(4, 2f32.ln())]),
+                vec![],
+                vec![
+                    (0, 0.4854),
+                    (1, 0.2427),
+                    (2, 0.1456),
+                    (3, 0.068),
+                    (4, 0.0583),
+                ],
+            ),
+            (
+                // Token 0 seen: its negative logit ln 0.5 is multiplied by 2 -> p 0.25 unnormalised.
+                "repetition penalty 2 on a seen token",
+                params(|p| p.repeat_penalty = 2.0),
+                vec![0],
+                vec![(1, 0.3333), (0, 0.3333), (2, 0.2), (3, 0.0933), (4, 0.04)],
+            ),
+            (
+                // Token 1 seen twice: logit - 2 * ln 2 -> weight 0.25 / 4.
+                "frequency penalty counts occurrences",
+                params(|p| p.frequency_penalty = 2f32.ln()),
+                vec![1, 1],
+                vec![
+                    (0, 0.6154),
+                    (1, 0.0769),
+                    (2, 0.1846),
+                    (3, 0.0862),
+                    (4, 0.0369),
+                ],
+            ),
+            (
+                // Token 1 seen twice: presence counts once -> weight 0.25 / 2.
+                "presence penalty counts once",
+                params(|p| p.presence_penalty = 2f32.ln()),
+                vec![1, 1],
+                vec![
+                    (0, 0.5714),
+                    (1, 0.1429),
+                    (2, 0.1714),
+                    (3, 0.08),
+                    (4, 0.0343),
+                ],
+            ),
+        ];
+        for (name, p, history, mut want) in cases {
+            let got = dist(p, &history, &l);
+            // Compare as sets ordered by id; the order by probability is checked elsewhere.
+            let mut got_sorted = got.clone();
+            got_sorted.sort_by_key(|x| x.0);
+            want.sort_by_key(|x| x.0);
+            assert_eq!(got_sorted, want, "{name}: got {got:?}");
+            let total: f32 = got.iter().map(|x| x.1).sum();
+            assert!((total - 1.0).abs() < 1e-3, "{name}: sums to {total}");
+            for w in got.windows(2) {
+                assert!(w[0].1 >= w[1].1, "{name}: not most likely first: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn penalty_window_forgets_old_tokens() {
+        let l = logits_of(&[0.5, 0.25, 0.15, 0.07, 0.03]);
+        let p = params(|p| {
+            p.temperature = 0.0;
+            p.presence_penalty = 10.0;
+            p.penalty_last_n = 2;
+        });
+        // Token 0 left the 2-token window: it is the best again.
+        assert_eq!(dist(p.clone(), &[0, 3, 4], &l), vec![(0, 1.0)]);
+        // Token 0 inside the window: penalised, token 1 wins.
+        assert_eq!(dist(p.clone(), &[3, 0], &l), vec![(1, 1.0)]);
+        // A zero window turns penalties off.
+        let off = SamplingParams {
+            penalty_last_n: 0,
+            ..p
+        };
+        assert_eq!(dist(off, &[0, 0], &l), vec![(0, 1.0)]);
+    }
+
+    #[test]
+    fn typical_keeps_tokens_near_the_entropy() {
+        // Entropy of [0.5, 0.25, 0.15, 0.07, 0.03] is 1.2691 nats; surprises are
+        // 0.69, 1.39, 1.90, 2.66, 3.51: token 1 is closest, then 0, then 2.
+        let l = logits_of(&[0.5, 0.25, 0.15, 0.07, 0.03]);
+        let got = dist(params(|p| p.typical_p = 0.7), &[], &l);
+        assert_eq!(got, vec![(0, 0.6667), (1, 0.3333)]);
+        let got = dist(params(|p| p.typical_p = 0.2), &[], &l);
+        assert_eq!(got, vec![(1, 1.0)]);
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_draws_follow_the_distribution() {
+        let l = logits_of(&[0.5, 0.25, 0.15, 0.07, 0.03]);
+        let draw = |seed: u64| -> Vec<u32> {
+            let mut s = Sampler::new(params(|p| p.seed = seed), 5).unwrap();
+            (0..4000).map(|_| s.sample(&l).unwrap()).collect()
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7), "same seed, same tokens");
+        assert_ne!(a, draw(8), "another seed, other tokens");
+        let mut counts = [0usize; 5];
+        a.iter().for_each(|&t| counts[t as usize] += 1);
+        for (i, want) in [0.5, 0.25, 0.15, 0.07, 0.03].iter().enumerate() {
+            let got = counts[i] as f64 / a.len() as f64;
+            // 4000 draws: a binomial standard error is at most 0.008.
+            assert!((got - want).abs() < 0.03, "token {i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases: Vec<(SamplingParams, &str)> = vec![
+            (params(|p| p.temperature = -1.0), "temperature"),
+            (params(|p| p.top_p = 0.0), "top_p"),
+            (params(|p| p.top_p = 1.5), "top_p"),
+            (params(|p| p.min_p = 2.0), "min_p"),
+            (params(|p| p.typical_p = f32::NAN), "typical_p"),
+            (params(|p| p.repeat_penalty = 0.0), "repeat_penalty"),
+            (params(|p| p.logit_bias = vec![(9, 1.0)]), "token 9"),
+        ];
+        for (p, name) in cases {
+            let e = Sampler::new(p, 5).err().expect(name).to_string();
+            assert!(e.contains(name), "{e}");
+        }
+        let s = Sampler::new(params(|p| p.logit_bias = vec![(0, f32::NEG_INFINITY)]), 1).unwrap();
+        assert_eq!(s.candidates(&[0.0]), Err(SamplingError::Empty));
+        assert!(matches!(
+            s.candidates(&[0.0, 1.0]),
+            Err(SamplingError::LogitCount { .. })
+        ));
+    }
+
+    #[test]
+    fn logprobs_of_the_raw_distribution() {
+        let l = logits_of(&[0.5, 0.25, 0.15, 0.07, 0.03]);
+        let lp = logprob(&l, 2, 2);
+        assert!((lp.logprob - 0.15f32.ln()).abs() < 1e-6);
+        assert_eq!(lp.top.len(), 2);
+        assert_eq!((lp.top[0].0, lp.top[1].0), (0, 1));
+        assert!((lp.top[0].1 - 0.5f32.ln()).abs() < 1e-6);
+        // Shifting every logit changes nothing.
+        let shifted: Vec<f32> = l.iter().map(|x| x + 100.0).collect();
+        assert!((logprob(&shifted, 2, 0).logprob - lp.logprob).abs() < 1e-5);
+    }
+}
