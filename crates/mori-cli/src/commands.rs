@@ -11,7 +11,7 @@ use mori_kernels::ThreadPool;
 use mori_model::random::{write_random_model, FileType, RandomSpec};
 use mori_model::{Logits, Model};
 
-fn default_threads() -> usize {
+pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -2,6 +2,7 @@
 //! work happens in the library crates.
 
 mod commands;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Write a small random-weight model, then show its tokens, logits and a greedy continuation.
     Demo(commands::DemoArgs),
+    /// Generate text from a prompt with MODEL, streamed as it is produced.
+    Run(run::RunArgs),
     /// Print the token ids of TEXT as a JSON array.
     Tokenize(commands::TokenizeArgs),
     /// Run token ids through MODEL and print one JSON line of logits per position.
@@ -42,6 +45,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => commands::demo(a),
+        Command::Run(a) => run::run(a),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Logits(a) => commands::logits(a),
         Command::Info(a) => commands::info(a),

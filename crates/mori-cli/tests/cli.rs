@@ -89,3 +89,49 @@ fn demo_runs_offline() {
         "{out}"
     );
 }
+
+#[test]
+fn run_is_reproducible_with_a_seed_and_rejects_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let p = path.to_str().unwrap();
+    let (ok, _, err) = mori(&["dev", "random-model", p, "--type", "Q8_0"]);
+    assert!(ok, "{err}");
+    let args = |threads: &'static str, seed: &'static str| {
+        vec![
+            "run",
+            p,
+            "once upon",
+            "-n",
+            "16",
+            "--seed",
+            seed,
+            "-t",
+            threads,
+        ]
+    };
+    let (ok, a, err) = mori(&args("1", "9"));
+    assert!(ok, "{err}");
+    assert!(!a.trim().is_empty());
+    let (_, b, _) = mori(&args("2", "9"));
+    assert_eq!(a, b, "same seed with 1 and 2 threads");
+    let (_, c, _) = mori(&args("1", "10"));
+    assert_ne!(a, c, "another seed");
+    let (ok, _, err) = mori(&["run", p, "-v", "hi", "-n", "3", "--temp", "0"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("tokens/s") && err.contains("generated 3 tokens"),
+        "{err}"
+    );
+    for (bad, names) in [
+        (vec!["--top-p", "0"], "top_p"),
+        (vec!["--temp", "-1"], "temperature"),
+        (vec!["--ctx", "2"], "context holds 2"),
+        (vec!["--logit-bias", "5"], "ID=BIAS"),
+    ] {
+        let mut a = vec!["run", p, "a longer prompt than two tokens"];
+        a.extend(bad);
+        let (ok, _, err) = mori(&a);
+        assert!(!ok && err.contains(names), "{names}: {err}");
+    }
+}
