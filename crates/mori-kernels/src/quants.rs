@@ -181,35 +181,36 @@ pub fn quantize_q8_1(x: &[f32], y: &mut [u8]) {
     }
 }
 
-/// Q8_0 as llama.cpp's x86 build quantizes activations: the inverse scale is
-/// `127 / amax` (not `1 / (amax / 127)`, which can differ in the last bit) and
-/// levels round half to even. Used for activations only; weights use the
-/// reference rounding above, as ggml's quantizer does.
+/// One block of activation levels as llama.cpp's x86 build rounds them: the
+/// inverse scale is `127 / amax` (not `1 / (amax / 127)`, which can differ in
+/// the last bit) and levels round half to even. Writes the 32 levels and
+/// returns the scale and the sum of the levels. Used for activations only;
+/// weights use the reference rounding above, as ggml's quantizer does.
+fn act_levels(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(xb) {
+        let l = (v * id).round_ties_even() as i8;
+        sum += l as i32;
+        *q = l as u8;
+    }
+    (amax / 127.0, sum)
+}
+
+/// Q8_0 activations (see [`act_levels`]).
 pub fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let (d, _) = act_levels(xb, &mut yb[2..34]);
         put_f16(yb, 0, d);
-        for j in 0..QK {
-            yb[2 + j] = (xb[j] * id).round_ties_even() as i8 as u8;
-        }
     }
 }
 
-/// Q8_1 activations, rounded as `quantize_q8_0_act`; the sum term is `d`
-/// times the sum of the levels.
+/// Q8_1 activations (see [`act_levels`]); the sum term is `d` times the sum
+/// of the levels.
 pub fn quantize_q8_1_act(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(36)) {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for j in 0..QK {
-            let q = (xb[j] * id).round_ties_even() as i8;
-            sum += q as i32;
-            yb[4 + j] = q as u8;
-        }
+        let (d, sum) = act_levels(xb, &mut yb[4..36]);
         put_f16(yb, 0, d);
         put_f16(yb, 2, d * sum as f32);
     }
