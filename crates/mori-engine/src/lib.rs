@@ -4,6 +4,7 @@
 //! model, so consecutive turns reuse what is already computed. The sampling
 //! chain, chat templates and stop rules grow here.
 
+pub mod chat;
 pub mod generate;
 pub mod sampling;
 
