@@ -5,6 +5,7 @@
 //! chain, chat templates and stop rules grow here.
 
 pub mod chat;
+pub mod conversation;
 pub mod generate;
 pub mod sampling;
 
@@ -18,7 +19,10 @@ pub struct Session<'m> {
     model: &'m Model,
     cache: KvCache,
     pool: ThreadPool,
-    /// Logits after the last token fed, `[n_vocab]`.
+    /// The tokens in the cache, in order: `[cache.n_used()]`.
+    tokens: Vec<u32>,
+    /// Logits after the last token fed, `[n_vocab]`; empty when nothing was fed
+    /// or the cache was cut back since.
     last_logits: Vec<f32>,
 }
 
@@ -28,8 +32,54 @@ impl<'m> Session<'m> {
             model,
             cache: model.new_cache(n_ctx),
             pool: ThreadPool::new(n_threads.max(1)),
+            tokens: Vec::new(),
             last_logits: Vec::new(),
         }
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// The context length: how many tokens the cache can hold.
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx()
+    }
+
+    /// The tokens the cache holds, oldest first.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets everything fed so far.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+        self.last_logits.clear();
+    }
+
+    /// Keeps the longest prefix of the cache that `prompt` starts with, and
+    /// returns the part of `prompt` that still has to be fed. At least one token is
+    /// always left to feed, since generation needs the logits after the last one.
+    /// This is how a conversation re-rendered by its chat template each turn is
+    /// read only as far as it is new.
+    pub fn reuse_prefix<'p>(&mut self, prompt: &'p [u32]) -> &'p [u32] {
+        let mut keep = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if keep == prompt.len() {
+            keep = keep.saturating_sub(1);
+        }
+        if keep < self.tokens.len() {
+            self.cache.truncate(keep);
+            self.tokens.truncate(keep);
+            self.last_logits.clear();
+        }
+        &prompt[keep..]
     }
 
     /// Positions already in the cache.
@@ -42,6 +92,7 @@ impl<'m> Session<'m> {
         self.last_logits = self
             .model
             .forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+        self.tokens.extend_from_slice(tokens);
         Ok(&self.last_logits)
     }
 
@@ -50,6 +101,7 @@ impl<'m> Session<'m> {
         let all = self
             .model
             .forward(&self.pool, &mut self.cache, tokens, Logits::All)?;
+        self.tokens.extend_from_slice(tokens);
         let n_vocab = self.model.hparams.n_vocab;
         self.last_logits = all[all.len() - n_vocab..].to_vec();
         Ok(all)

@@ -190,3 +190,102 @@ fn score_matches_generation_logprobs_and_turns_continue_the_cache() {
         "continuing the cache = re-reading everything"
     );
 }
+
+#[test]
+fn conversation_reads_only_the_new_part_of_each_turn_and_answers_as_a_fresh_one() {
+    use mori_engine::chat::{ChatTemplate, RenderOptions, SpecialTokens};
+    use mori_engine::conversation::{tokenize_rendered, ChatError, Conversation, Message};
+
+    let (_d, m) = model();
+    let opts = GenerateOptions {
+        max_tokens: Some(8),
+        ..Default::default()
+    };
+    let greedy = || Sampler::new(SamplingParams::greedy(), m.hparams.n_vocab).unwrap();
+    let mut chat = Conversation::new(
+        Session::new(&m, 512, 2),
+        ChatTemplate::builtin("chatml").unwrap(),
+    );
+    chat.set_system(Some("Be brief.".into()));
+    let first = chat
+        .reply("Hello there", &mut greedy(), &opts, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let cached_after_first = chat.session().tokens().to_vec();
+    let second = chat
+        .reply("Tell me more", &mut greedy(), &opts, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(chat.messages().len(), 4);
+    assert_eq!(
+        chat.messages()[1],
+        Message::new("assistant", first.text.clone())
+    );
+
+    // The prompt of turn two, rendered from scratch.
+    let history = [
+        Message::new("system", "Be brief."),
+        Message::new("user", "Hello there"),
+        Message::new("assistant", first.text.clone()),
+        Message::new("user", "Tell me more"),
+    ];
+    let render = RenderOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let text = ChatTemplate::builtin("chatml")
+        .unwrap()
+        .render(
+            &history,
+            &SpecialTokens::from_tokenizer(&m.tokenizer),
+            &render,
+        )
+        .unwrap();
+    let p2 = tokenize_rendered(&m.tokenizer, &text);
+    let shared = cached_after_first
+        .iter()
+        .zip(&p2)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared > 20,
+        "turn one's prompt is a prefix of turn two's ({shared} tokens shared)"
+    );
+    assert_eq!(
+        second.n_prompt,
+        p2.len() - shared,
+        "turn two reads only what the cache lacks"
+    );
+
+    // A fresh conversation given the same history reads it all and answers the same way.
+    let mut fresh = Conversation::new(
+        Session::new(&m, 512, 1),
+        ChatTemplate::builtin("chatml").unwrap(),
+    );
+    fresh.set_system(Some("Be brief.".into()));
+    fresh.push(Message::new("user", "Hello there"));
+    fresh.push(Message::new("assistant", first.text.clone()));
+    let again = fresh
+        .reply("Tell me more", &mut greedy(), &opts, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(again.n_prompt, p2.len());
+    assert_eq!(again.text, second.text);
+
+    // A turn that cannot fit is refused with the sizes, and leaves the history as it was.
+    let mut small = Conversation::new(
+        Session::new(&m, 24, 1),
+        ChatTemplate::builtin("chatml").unwrap(),
+    );
+    let long = "word ".repeat(40);
+    match small.reply(&long, &mut greedy(), &opts, |_| ControlFlow::Continue(())) {
+        Err(e @ ChatError::ContextFull { n_ctx: 24, .. }) => {
+            assert!(e.to_string().contains("context holds 24"), "{e}")
+        }
+        other => panic!("expected ContextFull, got {other:?}"),
+    }
+    assert!(small.messages().is_empty());
+}
