@@ -1,12 +1,21 @@
-//! `mori run MODEL PROMPT`: generate once from a prompt and stream the text.
+//! `mori run MODEL [PROMPT]`: answer one prompt, or chat in the terminal.
+//!
+//! With a prompt (an argument or piped in) Mori answers once and exits. Without one,
+//! on a terminal, it opens a chat: line editing and history, multi-line input between
+//! `"""` lines or with a trailing `\\`, `/bye`, `/clear`, `/system`, and Ctrl-C stops
+//! the answer being written, not the program.
 
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mori_engine::generate::{FinishReason, GenerateOptions};
+use mori_engine::chat::ChatTemplate;
+use mori_engine::conversation::{ChatError, Conversation};
+use mori_engine::generate::{Completion, FinishReason, GenerateOptions, Piece};
 use mori_engine::sampling::{Sampler, SamplingParams};
 use mori_engine::Session;
 use mori_model::Model;
@@ -67,7 +76,18 @@ pub struct RunArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     threads: Option<usize>,
-    /// Print the seed and prompt/generation speed to standard error at the end.
+    /// Chat template: a built-in name (chatml, transcript) or a Jinja file
+    /// (default: the model's own; a model without one is completed as plain text,
+    /// or chatted with through the plain `transcript` template).
+    #[arg(long, conflicts_with = "raw")]
+    template: Option<String>,
+    /// Feed the prompt as plain text, without any chat template.
+    #[arg(long)]
+    raw: bool,
+    /// System message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Print the seed and prompt/generation speed to standard error after each answer.
     #[arg(short, long)]
     verbose: bool,
 }
@@ -90,18 +110,16 @@ fn parse_bias(s: &str) -> Result<(u32, f32), String> {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let prompt = match a.prompt {
-        Some(p) => p,
+    let prompt = match &a.prompt {
+        Some(p) => Some(p.clone()),
         None if !std::io::stdin().is_terminal() => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
                 .context("reading the prompt from standard input")?;
-            s
+            Some(s)
         }
-        None => bail!(
-            "give a prompt: `mori run MODEL \"...\"` or pipe one in (interactive chat is not built yet)"
-        ),
+        None => None,
     };
     let model = Model::load(&a.model)?;
     let n_ctx = a.ctx.unwrap_or(model.hparams.n_ctx_train.min(4096));
@@ -119,60 +137,312 @@ pub fn run(a: RunArgs) -> Result<()> {
         presence_penalty: a.presence_penalty,
         frequency_penalty: a.frequency_penalty,
         penalty_last_n: a.repeat_last_n,
-        logit_bias: a.logit_bias,
+        logit_bias: a.logit_bias.clone(),
         seed,
     };
     let mut sampler = Sampler::new(params, model.hparams.n_vocab)?;
-    let tokens = model.tokenizer.encode(&prompt, true, true);
-    if tokens.len() > n_ctx {
-        bail!(
-            "the prompt is {} tokens long but the context holds {n_ctx}; pass a larger --ctx (the model was trained with {})",
-            tokens.len(),
-            model.hparams.n_ctx_train
-        );
-    }
     let threads = a
         .threads
         .unwrap_or_else(crate::commands::default_threads)
         .max(1);
-    let mut session = Session::new(&model, n_ctx, threads);
+    let session = Session::new(&model, n_ctx, threads);
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
-        stop: a.stop,
+        stop: a.stop.clone(),
         ..Default::default()
     };
-    let mut out = std::io::stdout().lock();
-    let mut write_err = None;
-    let done = session.generate(&tokens, &mut sampler, &opts, |piece| {
-        if let Err(e) = out
-            .write_all(piece.text.as_bytes())
-            .and_then(|_| out.flush())
+    // Ctrl-C while an answer is being written stops that answer; the chat and the
+    // one-shot run both end it cleanly instead of dying mid-line.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let template = choose_template(&a, &model, prompt.is_none())?;
+    match prompt {
+        Some(prompt) => one_shot(
+            &a,
+            session,
+            template,
+            &prompt,
+            &mut sampler,
+            &opts,
+            &interrupted,
+            seed,
+        ),
+        None => {
+            let template = template.expect("a chat always has a template");
+            chat(
+                &a,
+                session,
+                template,
+                &mut sampler,
+                &opts,
+                &interrupted,
+                seed,
+            )
+        }
+    }
+}
+
+/// The template to use: `--template`, else the model's own; a model without one
+/// gets none for a one-shot prompt (a base model continues text) and the plain
+/// transcript for a chat.
+fn choose_template(a: &RunArgs, model: &Model, chatting: bool) -> Result<Option<ChatTemplate>> {
+    if a.raw {
+        return Ok(None);
+    }
+    if let Some(t) = &a.template {
+        let path = Path::new(t);
+        if path.exists() {
+            let src = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the chat template {}", path.display()))?;
+            return Ok(Some(ChatTemplate::new(path.display().to_string(), &src)?));
+        }
+        return Ok(Some(ChatTemplate::builtin(t).with_context(|| {
+            format!("--template {t:?} is neither a file nor a built-in template")
+        })?));
+    }
+    if let Some(t) = ChatTemplate::from_model(model)? {
+        return Ok(Some(t));
+    }
+    Ok(chatting.then(|| ChatTemplate::builtin("transcript").expect("built-in")))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_shot(
+    a: &RunArgs,
+    mut session: Session<'_>,
+    template: Option<ChatTemplate>,
+    prompt: &str,
+    sampler: &mut Sampler,
+    opts: &GenerateOptions,
+    interrupted: &AtomicBool,
+    seed: u64,
+) -> Result<()> {
+    let mut out = Output::new(interrupted);
+    let done = match template {
+        Some(t) => {
+            let mut conv = Conversation::new(session, t);
+            conv.set_system(a.system.clone());
+            conv.reply(prompt, sampler, opts, |p| out.piece(p))?
+        }
+        None => {
+            let model = session.model();
+            let mut text = String::new();
+            if let Some(s) = &a.system {
+                text.push_str(s);
+                text.push_str("\n\n");
+            }
+            text.push_str(prompt);
+            let tokens = model.tokenizer.encode(&text, true, true);
+            if tokens.len() > session.n_ctx() {
+                bail!(
+                    "the prompt is {} tokens long but the context holds {}; pass a larger --ctx (the model was trained with {})",
+                    tokens.len(),
+                    session.n_ctx(),
+                    model.hparams.n_ctx_train
+                );
+            }
+            session.generate(&tokens, sampler, opts, |p| out.piece(p))?
+        }
+    };
+    out.finish()?;
+    if a.verbose {
+        report(&done, seed);
+    }
+    Ok(())
+}
+
+const HELP: &str = "\
+Commands:
+  /bye, /exit        leave (Ctrl-D too)
+  /clear             forget the conversation (the system message stays)
+  /system [TEXT]     set the system message, or show it without TEXT
+  /help, /?          this help
+Write several lines between lines of \"\"\", or end a line with \\ to go on.
+Ctrl-C stops an answer while it is being written.";
+
+fn chat(
+    a: &RunArgs,
+    session: Session<'_>,
+    template: ChatTemplate,
+    sampler: &mut Sampler,
+    opts: &GenerateOptions,
+    interrupted: &AtomicBool,
+    seed: u64,
+) -> Result<()> {
+    let model = session.model();
+    let name = model
+        .info
+        .name
+        .clone()
+        .unwrap_or_else(|| a.model.display().to_string());
+    let mut conv = Conversation::new(session, template);
+    conv.set_system(a.system.clone());
+    let mut rl = rustyline::DefaultEditor::new().context("opening the terminal")?;
+    println!(
+        "Chatting with {name} (template: {}). /? for help, /bye to leave.",
+        conv.template().name()
+    );
+    loop {
+        let Some(input) = read_message(&mut rl)? else {
+            break;
+        };
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let _ = rl.add_history_entry(trimmed);
+        if let Some(cmd) = trimmed.strip_prefix('/') {
+            let (cmd, arg) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+            match cmd {
+                "bye" | "exit" | "quit" => break,
+                "clear" => {
+                    conv.clear();
+                    println!("Cleared the conversation.");
+                }
+                "system" if arg.trim().is_empty() => match conv.system() {
+                    Some(s) => println!("System message: {s}"),
+                    None => println!("No system message."),
+                },
+                "system" => {
+                    conv.set_system(Some(arg.trim().to_string()));
+                    println!("System message set.");
+                }
+                "help" | "?" => println!("{HELP}"),
+                _ => println!("Unknown command /{cmd}. /? lists the commands."),
+            }
+            continue;
+        }
+        interrupted.store(false, Ordering::SeqCst);
+        let mut out = Output::new(interrupted);
+        match conv.reply(&input, sampler, opts, |p| out.piece(p)) {
+            Ok(done) => {
+                out.finish()?;
+                if done.finish == FinishReason::Cancelled {
+                    println!("[stopped]");
+                }
+                if done.finish == FinishReason::ContextFull {
+                    println!("[the context is full: /clear to start over]");
+                }
+                if a.verbose {
+                    report(&done, seed);
+                }
+            }
+            Err(e @ ChatError::ContextFull { .. }) => println!("{e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message: a line, lines joined by a trailing `\`, or a block between
+/// `"""` lines. `None` at end of input (Ctrl-D).
+fn read_message(rl: &mut rustyline::DefaultEditor) -> Result<Option<String>> {
+    use rustyline::error::ReadlineError;
+    let mut lines: Vec<String> = Vec::new();
+    let mut in_block = false;
+    loop {
+        let prompt = if lines.is_empty() && !in_block {
+            ">>> "
+        } else {
+            "... "
+        };
+        match rl.readline(prompt) {
+            Ok(line) => {
+                if in_block {
+                    if let Some(head) = line.strip_suffix("\"\"\"") {
+                        lines.push(head.to_string());
+                        return Ok(Some(lines.join("\n")));
+                    }
+                    lines.push(line);
+                } else if let Some(rest) = line.strip_prefix("\"\"\"") {
+                    if let Some(one) = rest.strip_suffix("\"\"\"").filter(|_| rest.len() >= 3) {
+                        return Ok(Some(one.to_string()));
+                    }
+                    in_block = true;
+                    if !rest.is_empty() {
+                        lines.push(rest.to_string());
+                    }
+                } else if let Some(head) = line.strip_suffix('\\') {
+                    lines.push(head.to_string());
+                } else {
+                    lines.push(line);
+                    return Ok(Some(lines.join("\n")));
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                // Ctrl-C at the prompt drops what was typed, as in a shell.
+                if lines.is_empty() && !in_block {
+                    println!("(Ctrl-C stops an answer; /bye or Ctrl-D leaves)");
+                }
+                lines.clear();
+                in_block = false;
+            }
+            Err(ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(e).context("reading from the terminal"),
+        }
+    }
+}
+
+/// Streams pieces to standard output and stops on Ctrl-C or a closed pipe.
+struct Output<'a> {
+    out: std::io::StdoutLock<'static>,
+    interrupted: &'a AtomicBool,
+    error: Option<std::io::Error>,
+}
+
+impl<'a> Output<'a> {
+    fn new(interrupted: &'a AtomicBool) -> Self {
+        Output {
+            out: std::io::stdout().lock(),
+            interrupted,
+            error: None,
+        }
+    }
+
+    fn piece(&mut self, p: Piece<'_>) -> ControlFlow<()> {
+        if let Err(e) = self
+            .out
+            .write_all(p.text.as_bytes())
+            .and_then(|_| self.out.flush())
         {
-            write_err = Some(e);
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        if self.interrupted.load(Ordering::SeqCst) {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
-    })?;
-    if let Some(e) = write_err {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e).context("writing to standard output");
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e).context("writing to standard output");
+            }
+            return Ok(());
         }
+        writeln!(self.out)?;
+        self.out.flush()?;
+        Ok(())
     }
-    writeln!(out)?;
-    if a.verbose {
-        let why = match done.finish {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "max tokens",
-            FinishReason::ContextFull => "context full",
-            FinishReason::Cancelled => "cancelled",
-        };
-        eprintln!(
-            "seed {seed} | prompt {} tokens, {:.1} tokens/s | generated {} tokens, {:.1} tokens/s | ended by {why}",
-            done.n_prompt,
-            done.prompt_tokens_per_s(),
-            done.tokens.len(),
-            done.gen_tokens_per_s()
-        );
-    }
-    Ok(())
+}
+
+fn report(done: &Completion, seed: u64) {
+    let why = match done.finish {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "max tokens",
+        FinishReason::ContextFull => "context full",
+        FinishReason::Cancelled => "cancelled",
+    };
+    eprintln!(
+        "seed {seed} | prompt {} tokens, {:.1} tokens/s | generated {} tokens, {:.1} tokens/s | ended by {why}",
+        done.n_prompt,
+        done.prompt_tokens_per_s(),
+        done.tokens.len(),
+        done.gen_tokens_per_s()
+    );
 }

@@ -158,7 +158,7 @@ impl<'m> Conversation<'m> {
         let text = self.render_prompt()?;
         let tokens = tokenize_rendered(&self.session.model().tokenizer, &text);
         let n_ctx = self.session.n_ctx();
-        if tokens.len() >= n_ctx {
+        if tokens.len() > n_ctx {
             return Err(ChatError::ContextFull {
                 n_prompt: tokens.len(),
                 n_ctx,
