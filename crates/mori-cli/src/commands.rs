@@ -234,3 +234,83 @@ pub fn dev(c: DevCommand) -> Result<()> {
         }
     }
 }
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Hugging Face model directory: config.json, model.safetensors (or shards), tokenizer.json.
+    dir: PathBuf,
+    /// Output .gguf path.
+    out: PathBuf,
+    /// Storage of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, ... (norms stay F32).
+    #[arg(long = "type", default_value = "F16")]
+    ty: String,
+}
+
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    let ft = FileType::parse(&a.ty).with_context(|| format!("unknown --type {:?}", a.ty))?;
+    let done = mori_model::convert::convert_hf_dir(&a.dir, &a.out, ft)?;
+    println!(
+        "wrote {}: {} ({} tensors, {} parameters, vocabulary {}) as {}",
+        a.out.display(),
+        done.arch,
+        done.n_tensors,
+        done.n_params,
+        done.n_vocab,
+        ft.name()
+    );
+    for (name, ty) in &done.fallbacks {
+        println!(
+            "  {name}: rows do not divide into {} blocks, stored as {ty}",
+            ft.name()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    /// Path to a .gguf file.
+    model: PathBuf,
+    /// UTF-8 text file to score (special tokens written in it count as such).
+    file: PathBuf,
+    /// Tokens per window; each window is scored from a fresh context.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let model = Model::load(&a.model)?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let tokens = model.tokenizer.encode(&text, false, true);
+    let mut session = Session::new(
+        &model,
+        a.ctx.max(2),
+        a.threads.unwrap_or_else(default_threads).max(1),
+    );
+    let t = std::time::Instant::now();
+    let p = mori_engine::perplexity::perplexity(&mut session, &tokens, a.ctx)?;
+    let secs = t.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"perplexity": p.perplexity, "n_scored": p.n_scored, "n_windows": p.n_windows, "n_tokens": tokens.len(), "ctx": a.ctx, "seconds": secs})
+        );
+    } else {
+        println!(
+            "perplexity {:.4} over {} tokens ({} windows of up to {}; {:.0} tokens/s)",
+            p.perplexity,
+            p.n_scored,
+            p.n_windows,
+            a.ctx,
+            tokens.len() as f64 / secs
+        );
+    }
+    Ok(())
+}

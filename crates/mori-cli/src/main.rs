@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Write a small random-weight model, then show its tokens, logits and a greedy continuation.
     Demo(commands::DemoArgs),
-    /// Generate text from a prompt with MODEL, streamed as it is produced.
+    /// Answer a prompt with MODEL, streamed as it is written; without a prompt, chat.
     Run(run::RunArgs),
     /// Print the token ids of TEXT as a JSON array.
     Tokenize(commands::TokenizeArgs),
@@ -29,6 +29,10 @@ enum Command {
     Logits(commands::LogitsArgs),
     /// Describe a model file: architecture, shapes, tensor types.
     Info(commands::InfoArgs),
+    /// Convert a Hugging Face model directory (safetensors, config.json, tokenizer.json) to GGUF.
+    Convert(commands::ConvertArgs),
+    /// Perplexity of MODEL on a text file: how well it predicts the text.
+    Perplexity(commands::PerplexityArgs),
     /// Developer tools.
     #[command(subcommand)]
     Dev(commands::DevCommand),
@@ -49,6 +53,8 @@ fn main() {
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Logits(a) => commands::logits(a),
         Command::Info(a) => commands::info(a),
+        Command::Convert(a) => commands::convert(a),
+        Command::Perplexity(a) => commands::perplexity(a),
         Command::Dev(c) => commands::dev(c),
     };
     if let Err(e) = result {

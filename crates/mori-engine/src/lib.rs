@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod conversation;
 pub mod generate;
+pub mod perplexity;
 pub mod sampling;
 
 use mori_kernels::ThreadPool;

@@ -1,4 +1,4 @@
-//! GGUF reading (mmap, zero-copy) and writing.
+//! GGUF reading (mmap, zero-copy) and writing; Hugging Face safetensors and config.json reading.
 //!
 //! A GGUF file is a header (magic, version, counts), a list of typed
 //! metadata key/values, a list of tensor descriptions, then the tensor data,
@@ -7,6 +7,7 @@
 //! [`GgufWriter`] produces files that llama.cpp reads.
 
 mod reader;
+pub mod safetensors;
 mod value;
 mod writer;
 

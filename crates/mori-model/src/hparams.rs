@@ -47,6 +47,56 @@ pub struct HParams {
 }
 
 impl HParams {
+    /// Writes these hyper-parameters under `{arch}.*` as llama.cpp names them
+    /// (the vocabulary is written with the tokenizer, not here).
+    pub fn write_gguf(&self, w: &mut mori_formats::GgufWriter) {
+        use mori_formats::Value;
+        let k = |s: &str| format!("{}.{s}", self.arch);
+        w.add("general.architecture", Value::String(self.arch.clone()));
+        w.add(k("context_length"), Value::U32(self.n_ctx_train as u32));
+        w.add(k("embedding_length"), Value::U32(self.n_embd as u32));
+        w.add(k("block_count"), Value::U32(self.n_layer as u32));
+        w.add(k("feed_forward_length"), Value::U32(self.n_ff as u32));
+        w.add(k("attention.head_count"), Value::U32(self.n_head as u32));
+        w.add(
+            k("attention.head_count_kv"),
+            Value::U32(self.n_head_kv as u32),
+        );
+        w.add(k("attention.key_length"), Value::U32(self.head_dim as u32));
+        w.add(
+            k("attention.value_length"),
+            Value::U32(self.head_dim_v as u32),
+        );
+        w.add(
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(self.rms_eps),
+        );
+        w.add(k("rope.freq_base"), Value::F32(self.rope_base));
+        w.add(k("rope.dimension_count"), Value::U32(self.n_rot as u32));
+        match self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => {
+                w.add(k("rope.scaling.type"), Value::String("linear".into()));
+                w.add(k("rope.scaling.factor"), Value::F32(factor));
+            }
+            RopeScaling::Yarn {
+                factor,
+                n_ctx_orig,
+                beta_fast,
+                beta_slow,
+            } => {
+                w.add(k("rope.scaling.type"), Value::String("yarn".into()));
+                w.add(k("rope.scaling.factor"), Value::F32(factor));
+                w.add(
+                    k("rope.scaling.original_context_length"),
+                    Value::U32(n_ctx_orig as u32),
+                );
+                w.add(k("rope.scaling.yarn_beta_fast"), Value::F32(beta_fast));
+                w.add(k("rope.scaling.yarn_beta_slow"), Value::F32(beta_slow));
+            }
+        }
+    }
+
     /// Reads the hyper-parameters of architecture `arch` from `f`; `n_vocab`
     /// comes from the tokenizer, which every runnable file carries.
     pub fn from_gguf(f: &GgufFile, arch: &str, n_vocab: usize) -> Result<HParams> {

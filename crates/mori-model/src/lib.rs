@@ -6,6 +6,7 @@
 //! length, threads) are passed separately and never written back.
 
 pub mod arch;
+pub mod convert;
 pub mod hparams;
 pub mod kv_cache;
 pub mod model;

@@ -17,6 +17,7 @@ use mori_kernels::GgmlType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::hparams::{HParams, RopeScaling};
 use crate::{registry, Error, Result};
 
 /// How the weights of a random model are stored.
@@ -51,8 +52,26 @@ impl FileType {
         }
     }
 
+    /// The type of matrix `tensor` (a GGUF short name: `attn_v`, `ffn_down`,
+    /// `output`, ...) of layer `layer` of `n_layer`. llama.cpp's *_M mixes give
+    /// Q6_K to the output and to the value and down projections of the first and
+    /// last eighth of the layers and every third layer between.
+    pub fn matrix_type(self, tensor: &str, layer: usize, n_layer: usize) -> GgmlType {
+        let base = self.base();
+        if !self.is_k_mix() {
+            return base;
+        }
+        let more_bits =
+            layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2;
+        match tensor {
+            "output" => GgmlType::Q6K,
+            "attn_v" | "ffn_down" if more_bits => GgmlType::Q6K,
+            _ => base,
+        }
+    }
+
     /// The `general.file_type` number llama.cpp gives this mix.
-    fn llama_ftype(self) -> u32 {
+    pub fn llama_ftype(self) -> u32 {
         match self {
             FileType::Uniform(t) => match t {
                 GgmlType::F32 => 0,
@@ -160,7 +179,6 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
     let arch = spec.arch.as_str();
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut w = GgufWriter::new();
-    let k = |s: &str| format!("{arch}.{s}");
     w.add("general.architecture", Value::String(arch.into()));
     w.add(
         "general.name",
@@ -170,33 +188,29 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
         "general.file_type",
         Value::U32(spec.file_type.llama_ftype()),
     );
-    w.add(k("context_length"), Value::U32(spec.n_ctx_train as u32));
-    w.add(k("embedding_length"), Value::U32(spec.n_embd as u32));
-    w.add(k("block_count"), Value::U32(spec.n_layer as u32));
-    w.add(k("feed_forward_length"), Value::U32(spec.n_ff as u32));
-    w.add(k("attention.head_count"), Value::U32(spec.n_head as u32));
-    w.add(
-        k("attention.head_count_kv"),
-        Value::U32(spec.n_head_kv as u32),
-    );
-    w.add(k("attention.key_length"), Value::U32(spec.head_dim as u32));
-    w.add(
-        k("attention.value_length"),
-        Value::U32(spec.head_dim as u32),
-    );
-    w.add(
-        k("attention.layer_norm_rms_epsilon"),
-        Value::F32(spec.rms_eps),
-    );
-    w.add(k("rope.freq_base"), Value::F32(spec.rope_base));
-    w.add(k("rope.dimension_count"), Value::U32(spec.head_dim as u32));
+    HParams {
+        arch: arch.to_string(),
+        n_vocab: spec.n_vocab,
+        n_ctx_train: spec.n_ctx_train,
+        n_embd: spec.n_embd,
+        n_layer: spec.n_layer,
+        n_head: spec.n_head,
+        n_head_kv: spec.n_head_kv,
+        head_dim: spec.head_dim,
+        head_dim_v: spec.head_dim,
+        n_ff: spec.n_ff,
+        rms_eps: spec.rms_eps,
+        rope_base: spec.rope_base,
+        n_rot: spec.head_dim,
+        rope_scaling: RopeScaling::None,
+    }
+    .write_gguf(&mut w);
     add_vocab(&mut w, spec.n_vocab);
 
     let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
     let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
     let ft = spec.file_type;
     let base = ft.base();
-    let six = if ft.is_k_mix() { GgmlType::Q6K } else { base };
     let out_scale = 2.5 / (d as f32).sqrt();
 
     let embd_scale = if spec.tied_output { out_scale } else { 1.0 };
@@ -211,15 +225,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
     )?;
     for i in 0..spec.n_layer {
         let n = |t: &str| format!("blk.{i}.{t}");
-        // llama.cpp's *_M mixes give more bits to the value and down
-        // projections of the first and last eighth and every third layer between.
-        let more_bits =
-            i < spec.n_layer / 8 || i >= 7 * spec.n_layer / 8 || (i - spec.n_layer / 8) % 3 == 2;
-        let vd_ty = if ft.is_k_mix() && more_bits {
-            six
-        } else {
-            base
-        };
+        let vd_ty = ft.matrix_type("attn_v", i, spec.n_layer);
         vector(&mut w, &mut rng, &n("attn_norm.weight"), d, 1.0, 0.1)?;
         matrix(
             &mut w,
@@ -303,7 +309,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             "output.weight",
             d,
             spec.n_vocab,
-            six,
+            ft.matrix_type("output", 0, spec.n_layer),
             out_scale,
         )?;
     }

@@ -42,6 +42,18 @@ pub enum TokenType {
 }
 
 impl TokenType {
+    /// The number GGUF stores for this type in `tokenizer.ggml.token_type`.
+    pub fn to_gguf(self) -> i32 {
+        match self {
+            TokenType::Normal => 1,
+            TokenType::Unknown => 2,
+            TokenType::Control => 3,
+            TokenType::UserDefined => 4,
+            TokenType::Unused => 5,
+            TokenType::Byte => 6,
+        }
+    }
+
     fn from_i32(v: i32) -> TokenType {
         match v {
             2 => TokenType::Unknown,

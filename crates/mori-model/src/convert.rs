@@ -1,0 +1,548 @@
+//! Hugging Face checkpoint → GGUF: `config.json`, safetensors weights and a
+//! byte-level BPE `tokenizer.json` become one GGUF file that Mori and llama.cpp run.
+//!
+//! Supported: the `llama`, `qwen2` and `qwen3` model types. What the converter does
+//! not understand (another architecture, an unknown tensor, a SentencePiece
+//! tokenizer, an unsupported RoPE scaling) is an error naming it, never skipped.
+
+use std::path::Path;
+
+use mori_formats::safetensors::{Checkpoint, HfConfig};
+use mori_formats::{Array, GgufWriter, Value};
+use mori_kernels::GgmlType;
+
+use crate::hparams::{HParams, RopeScaling};
+use crate::random::FileType;
+use crate::tokenizer::TokenType;
+use crate::{Error, Result};
+
+/// What a conversion produced, for the CLI to report.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub arch: String,
+    pub n_tensors: usize,
+    pub n_params: u64,
+    pub n_vocab: usize,
+    /// Matrices stored in another type than asked because their rows do not
+    /// divide into the asked type's blocks.
+    pub fallbacks: Vec<(String, GgmlType)>,
+}
+
+/// GGUF architecture and whether its q/k weights need reordering from Hugging
+/// Face's rotate-half layout to the interleaved pairs of GGUF's normal RoPE.
+fn arch_for(model_type: &str) -> Option<(&'static str, bool)> {
+    match model_type {
+        "llama" | "mistral" => Some(("llama", true)),
+        "qwen2" => Some(("qwen2", false)),
+        "qwen3" => Some(("qwen3", false)),
+        _ => None,
+    }
+}
+
+/// Converts the Hugging Face model in `dir` to a GGUF file at `out`, matrices stored as `ft`.
+pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted> {
+    let cfg = HfConfig::open(dir.join("config.json"))?;
+    let model_type = cfg
+        .opt_str("model_type")
+        .ok_or_else(|| cfg.error("model_type", "missing"))?
+        .to_string();
+    let (arch, permute_qk) = arch_for(&model_type).ok_or_else(|| {
+        cfg.error(
+            "model_type",
+            format!(
+                "'{model_type}' cannot be converted yet (supported: llama, mistral, qwen2, qwen3)"
+            ),
+        )
+    })?;
+    let n_embd = cfg.usize("hidden_size")?;
+    let n_layer = cfg.usize("num_hidden_layers")?;
+    let n_head = cfg.usize("num_attention_heads")?;
+    let n_head_kv = cfg.opt_usize("num_key_value_heads")?.unwrap_or(n_head);
+    if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        return Err(cfg
+            .error(
+                "num_key_value_heads",
+                format!("{n_head} heads cannot share {n_head_kv} key/value heads"),
+            )
+            .into());
+    }
+    let head_dim = cfg.opt_usize("head_dim")?.unwrap_or(n_embd / n_head);
+    let rope_scaling = match cfg.json.get("rope_scaling") {
+        None | Some(serde_json::Value::Null) => RopeScaling::None,
+        Some(v) => {
+            let kind = v
+                .get("rope_type")
+                .or_else(|| v.get("type"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("");
+            let factor = v.get("factor").and_then(|f| f.as_f64());
+            match (kind, factor) {
+                ("linear", Some(f)) => RopeScaling::Linear { factor: f as f32 },
+                ("default", _) => RopeScaling::None,
+                _ => {
+                    return Err(cfg
+                        .error(
+                            "rope_scaling",
+                            format!("{v} is not supported yet (linear only)"),
+                        )
+                        .into())
+                }
+            }
+        }
+    };
+    let tok = read_tokenizer(dir, &cfg)?;
+    let n_vocab_cfg = cfg.usize("vocab_size")?;
+    let hp = HParams {
+        arch: arch.to_string(),
+        n_vocab: n_vocab_cfg,
+        n_ctx_train: cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        head_dim,
+        head_dim_v: head_dim,
+        n_ff: cfg.usize("intermediate_size")?,
+        rms_eps: cfg.opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+        rope_base: cfg.opt_f64("rope_theta")?.unwrap_or(10000.0) as f32,
+        n_rot: head_dim,
+        rope_scaling,
+    };
+
+    let ckpt = Checkpoint::open_dir(dir)?;
+    let mut w = GgufWriter::new();
+    hp.write_gguf(&mut w);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| arch.to_string());
+    w.add("general.name", Value::String(name));
+    w.add("general.file_type", Value::U32(ft.llama_ftype()));
+    tok.write(&mut w, n_vocab_cfg)?;
+
+    let tied =
+        cfg.opt_bool("tie_word_embeddings")?.unwrap_or(false) || !ckpt.contains("lm_head.weight");
+    let mut done = Converted {
+        arch: arch.to_string(),
+        n_tensors: 0,
+        n_params: 0,
+        n_vocab: n_vocab_cfg,
+        fallbacks: Vec::new(),
+    };
+    let mut used = std::collections::BTreeSet::new();
+    let mut put = |w: &mut GgufWriter,
+                   hf: &str,
+                   gguf: &str,
+                   layer: usize,
+                   permute_heads: Option<usize>|
+     -> Result<()> {
+        let t = ckpt.get(hf)?;
+        used.insert(hf.to_string());
+        let mut data = t.to_f32();
+        let shape = t.shape.to_vec();
+        if let Some(heads) = permute_heads {
+            data = rotate_half_to_interleaved(&data, &shape, heads)
+                .map_err(|m| bad_tensor(dir, hf, m))?;
+        }
+        done.n_tensors += 1;
+        done.n_params += data.len() as u64;
+        let short = gguf.split('.').rev().nth(1).unwrap_or(gguf);
+        if shape.len() == 1 {
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.add_tensor(gguf, vec![shape[0] as u64], GgmlType::F32, bytes)?;
+            return Ok(());
+        }
+        if shape.len() != 2 {
+            return Err(bad_tensor(
+                dir,
+                hf,
+                format!("shape {shape:?}: expected a matrix"),
+            ));
+        }
+        let (n_rows, n_cols) = (shape[0], shape[1]);
+        let want = ft.matrix_type(short, layer, n_layer);
+        let ty = [want, GgmlType::Q8_0, GgmlType::F16]
+            .into_iter()
+            .find(|t| t.row_size(n_cols).is_ok())
+            .unwrap_or(GgmlType::F32);
+        if ty != want {
+            done.fallbacks.push((gguf.to_string(), ty));
+        }
+        let row = ty.row_size(n_cols)?;
+        let mut bytes = vec![0u8; row * n_rows];
+        for (src, dst) in data.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(row)) {
+            mori_kernels::quantize_row(ty, src, dst)?;
+        }
+        w.add_tensor(gguf, vec![n_cols as u64, n_rows as u64], ty, bytes)?;
+        Ok(())
+    };
+
+    put(
+        &mut w,
+        "model.embed_tokens.weight",
+        "token_embd.weight",
+        0,
+        None,
+    )?;
+    for i in 0..n_layer {
+        let hf = |s: &str| format!("model.layers.{i}.{s}");
+        let gg = |s: &str| format!("blk.{i}.{s}");
+        put(
+            &mut w,
+            &hf("input_layernorm.weight"),
+            &gg("attn_norm.weight"),
+            i,
+            None,
+        )?;
+        for (p, g, heads) in [
+            ("q", "attn_q", n_head),
+            ("k", "attn_k", n_head_kv),
+            ("v", "attn_v", 0),
+        ] {
+            let perm = (permute_qk && heads > 0).then_some(heads);
+            put(
+                &mut w,
+                &hf(&format!("self_attn.{p}_proj.weight")),
+                &gg(&format!("{g}.weight")),
+                i,
+                perm,
+            )?;
+            let bias = hf(&format!("self_attn.{p}_proj.bias"));
+            if ckpt.contains(&bias) {
+                put(&mut w, &bias, &gg(&format!("{g}.bias")), i, perm)?;
+            }
+        }
+        put(
+            &mut w,
+            &hf("self_attn.o_proj.weight"),
+            &gg("attn_output.weight"),
+            i,
+            None,
+        )?;
+        if arch == "qwen3" {
+            put(
+                &mut w,
+                &hf("self_attn.q_norm.weight"),
+                &gg("attn_q_norm.weight"),
+                i,
+                None,
+            )?;
+            put(
+                &mut w,
+                &hf("self_attn.k_norm.weight"),
+                &gg("attn_k_norm.weight"),
+                i,
+                None,
+            )?;
+        }
+        put(
+            &mut w,
+            &hf("post_attention_layernorm.weight"),
+            &gg("ffn_norm.weight"),
+            i,
+            None,
+        )?;
+        put(
+            &mut w,
+            &hf("mlp.gate_proj.weight"),
+            &gg("ffn_gate.weight"),
+            i,
+            None,
+        )?;
+        put(
+            &mut w,
+            &hf("mlp.up_proj.weight"),
+            &gg("ffn_up.weight"),
+            i,
+            None,
+        )?;
+        put(
+            &mut w,
+            &hf("mlp.down_proj.weight"),
+            &gg("ffn_down.weight"),
+            i,
+            None,
+        )?;
+    }
+    put(&mut w, "model.norm.weight", "output_norm.weight", 0, None)?;
+    if !tied {
+        put(&mut w, "lm_head.weight", "output.weight", 0, None)?;
+    } else if ckpt.contains("lm_head.weight") {
+        used.insert("lm_head.weight".to_string());
+    }
+    // Nothing is dropped silently: a tensor the mapping above did not take is an
+    // error, except RoPE's precomputed frequencies, which GGUF recomputes.
+    if let Some(extra) = ckpt
+        .names()
+        .find(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+    {
+        return Err(bad_tensor(
+            dir,
+            extra,
+            format!("is not part of a {model_type} model as Mori converts it"),
+        ));
+    }
+    w.write(out)?;
+    Ok(done)
+}
+
+fn bad_tensor(dir: &Path, name: &str, msg: impl Into<String>) -> Error {
+    Error::Format(mori_formats::Error::Invalid {
+        path: dir.display().to_string(),
+        what: format!("tensor '{name}'"),
+        msg: msg.into(),
+    })
+}
+
+/// Reorders the rows of a q or k projection (`[heads * head_dim, in]`, or a bias of
+/// `[heads * head_dim]`) from Hugging Face's rotate-half pairing (dimension i with
+/// i + head_dim/2) to the adjacent pairs (2i, 2i+1) of GGUF's normal RoPE.
+fn rotate_half_to_interleaved(
+    data: &[f32],
+    shape: &[usize],
+    heads: usize,
+) -> std::result::Result<Vec<f32>, String> {
+    let n_rows = shape[0];
+    let row_len = data.len() / n_rows.max(1);
+    if heads == 0 || n_rows % heads != 0 || (n_rows / heads) % 2 != 0 {
+        return Err(format!(
+            "{n_rows} rows cannot be split into {heads} heads of even width"
+        ));
+    }
+    let hd = n_rows / heads;
+    let mut out = vec![0.0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let dst = h * hd + 2 * i + j;
+                let src = h * hd + j * (hd / 2) + i;
+                out[dst * row_len..(dst + 1) * row_len]
+                    .copy_from_slice(&data[src * row_len..(src + 1) * row_len]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A byte-level BPE vocabulary read from `tokenizer.json`.
+struct HfTokenizer {
+    /// Token text by id (`None` for ids the file does not define).
+    tokens: Vec<Option<String>>,
+    types: Vec<TokenType>,
+    merges: Vec<String>,
+    pre: &'static str,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    chat_template: Option<String>,
+}
+
+const HF_LLAMA3_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const HF_QWEN2_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn read_tokenizer(dir: &Path, cfg: &HfConfig) -> Result<HfTokenizer> {
+    let path = dir.join("tokenizer.json");
+    let bad = |what: &str, msg: String| {
+        Error::Format(mori_formats::Error::Invalid {
+            path: path.display().to_string(),
+            what: what.to_string(),
+            msg,
+        })
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Format(mori_formats::Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })
+    })?;
+    let j: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad("JSON", e.to_string()))?;
+    let model = &j["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Err(bad(
+            "model.type",
+            format!(
+                "{} (only byte-level BPE tokenizers convert yet)",
+                model["type"]
+            ),
+        ));
+    }
+    let pre = pre_tokenizer_name(&j["pre_tokenizer"]).ok_or_else(|| {
+        bad(
+            "pre_tokenizer",
+            format!(
+                "{} is not a byte-level pre-tokenizer Mori knows (GPT-2, Llama 3, Qwen2)",
+                j["pre_tokenizer"]
+            ),
+        )
+    })?;
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad("model.vocab", "missing or not an object".into()))?;
+    let mut tokens: Vec<Option<String>> = Vec::new();
+    let mut types: Vec<TokenType> = Vec::new();
+    let mut set = |id: usize, text: &str, ty: TokenType| {
+        if tokens.len() <= id {
+            tokens.resize(id + 1, None);
+            types.resize(id + 1, TokenType::Unused);
+        }
+        tokens[id] = Some(text.to_string());
+        types[id] = ty;
+    };
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad("model.vocab", format!("{text:?} has no integer id")))?;
+        set(id as usize, text, TokenType::Normal);
+    }
+    for t in j["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(content)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            return Err(bad("added_tokens", format!("{t} lacks an id or content")));
+        };
+        let ty = if t["special"].as_bool().unwrap_or(false) {
+            TokenType::Control
+        } else {
+            TokenType::UserDefined
+        };
+        set(id as usize, content, ty);
+    }
+    let mut merges = Vec::new();
+    for m in model["merges"].as_array().into_iter().flatten() {
+        match m {
+            serde_json::Value::String(s) => merges.push(s.clone()),
+            serde_json::Value::Array(p) if p.len() == 2 => {
+                let (Some(a), Some(b)) = (p[0].as_str(), p[1].as_str()) else {
+                    return Err(bad("model.merges", format!("{m} is not a pair of strings")));
+                };
+                merges.push(format!("{a} {b}"));
+            }
+            _ => return Err(bad("model.merges", format!("{m} is not a merge"))),
+        }
+    }
+    let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let id_of = |key: &str| -> Option<u32> {
+        let v = cfg.json.get(format!("{key}_id").as_str());
+        let from_cfg = match v {
+            Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
+            Some(v) => v.as_u64(),
+            None => None,
+        };
+        from_cfg.map(|x| x as u32).or_else(|| {
+            let text = match &tc[key] {
+                serde_json::Value::String(s) => Some(s.as_str()),
+                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()),
+                _ => None,
+            }?;
+            tokens
+                .iter()
+                .position(|t| t.as_deref() == Some(text))
+                .map(|i| i as u32)
+        })
+    };
+    let bos = id_of("bos_token");
+    let eos = id_of("eos_token");
+    let chat_template = match &tc["chat_template"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+    };
+    Ok(HfTokenizer {
+        add_bos: tc["add_bos_token"].as_bool().unwrap_or(false),
+        tokens,
+        types,
+        merges,
+        pre,
+        bos,
+        eos,
+        chat_template,
+    })
+}
+
+/// The GGUF `tokenizer.ggml.pre` name of a `tokenizer.json` pre-tokenizer.
+fn pre_tokenizer_name(p: &serde_json::Value) -> Option<&'static str> {
+    match p["type"].as_str()? {
+        "ByteLevel" if p["use_regex"].as_bool().unwrap_or(true) => Some("gpt-2"),
+        "Sequence" => {
+            let steps = p["pretokenizers"].as_array()?;
+            let [split, byte_level] = steps.as_slice() else {
+                return None;
+            };
+            if byte_level["type"] != "ByteLevel" || byte_level["use_regex"].as_bool() != Some(false)
+            {
+                return None;
+            }
+            if split["type"] != "Split"
+                || split["behavior"] != "Isolated"
+                || split["invert"] != false
+            {
+                return None;
+            }
+            match split["pattern"]["Regex"].as_str()? {
+                HF_LLAMA3_RE => Some("llama-bpe"),
+                HF_QWEN2_RE => Some("qwen2"),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+impl HfTokenizer {
+    /// Writes the vocabulary, padded with unused tokens to the embedding's row count.
+    fn write(&self, w: &mut GgufWriter, n_vocab: usize) -> Result<()> {
+        if self.tokens.len() > n_vocab {
+            return Err(Error::Invalid(format!(
+                "the tokenizer defines {} tokens but the model embeds only {n_vocab}",
+                self.tokens.len()
+            )));
+        }
+        let mut tokens = Vec::with_capacity(n_vocab);
+        let mut types = Vec::with_capacity(n_vocab);
+        for id in 0..n_vocab {
+            match self.tokens.get(id).cloned().flatten() {
+                Some(t) => {
+                    tokens.push(t);
+                    types.push(self.types[id].to_gguf());
+                }
+                None => {
+                    tokens.push(format!("[PAD{id}]"));
+                    types.push(TokenType::Unused.to_gguf());
+                }
+            }
+        }
+        w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
+        w.add("tokenizer.ggml.pre", Value::String(self.pre.into()));
+        w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+        w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+        w.add(
+            "tokenizer.ggml.merges",
+            Value::Array(Array::String(self.merges.clone())),
+        );
+        if let Some(b) = self.bos {
+            w.add("tokenizer.ggml.bos_token_id", Value::U32(b));
+        }
+        if let Some(e) = self.eos {
+            w.add("tokenizer.ggml.eos_token_id", Value::U32(e));
+        }
+        w.add("tokenizer.ggml.add_bos_token", Value::Bool(self.add_bos));
+        w.add("tokenizer.ggml.add_eos_token", Value::Bool(false));
+        if let Some(t) = &self.chat_template {
+            w.add("tokenizer.chat_template", Value::String(t.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rotate_half_rows_become_adjacent_pairs() {
+        // One head of width 4, rows [a0 a1 | b0 b1] (pairs (a0,b0), (a1,b1)) -> a0 b0 a1 b1.
+        let data: Vec<f32> = vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0, 30.0, 31.0];
+        let out = super::rotate_half_to_interleaved(&data, &[4, 2], 1).unwrap();
+        assert_eq!(out, vec![0.0, 1.0, 20.0, 21.0, 10.0, 11.0, 30.0, 31.0]);
+        assert!(super::rotate_half_to_interleaved(&data, &[4, 2], 3).is_err());
+    }
+}
