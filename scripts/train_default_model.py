@@ -24,8 +24,12 @@ Usage (CPU only, a few tens of minutes on 2 cores):
     sudo apt-get install fortunes
     python3 -m venv /root/venvs/train
     /root/venvs/train/bin/pip install jax optax numpy tokenizers safetensors
-    /root/venvs/train/bin/python scripts/train_default_model.py --out /tmp/mori-default-hf
-    cargo run --release -p mori -- convert /tmp/mori-default-hf assets/default-model/mori-fortunes.gguf --type q8_0
+    /root/venvs/train/bin/python scripts/train_default_model.py --out /tmp/mori-fortunes --steps 906
+    cargo run --release -p mori -- convert /tmp/mori-fortunes assets/default-model/mori-fortunes.gguf --type q8_0
+
+(The shipped model was trained with --minutes 28, which came to 906 steps on the
+machine it ran on; --steps 906 repeats that schedule. The output directory's name
+becomes the model's general.name.)
 """
 
 import argparse
@@ -227,8 +231,9 @@ def save_hf(p, tok, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("/tmp/mori-default-hf"))
-    ap.add_argument("--minutes", type=float, default=30.0, help="training time budget")
+    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("/tmp/mori-fortunes"))
+    ap.add_argument("--minutes", type=float, default=30.0, help="training time budget (sets the step count)")
+    ap.add_argument("--steps", type=int, help="train exactly this many steps (training.json records the count used)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1234)
@@ -271,7 +276,7 @@ def main():
         _, _, l = probe(params, s0, batch())
     l.block_until_ready()
     per_step = (time.time() - t) / 3
-    steps = max(100, int(args.minutes * 60 / per_step))
+    steps = args.steps or max(100, int(args.minutes * 60 / per_step))
     print(f"{n_params} parameters; {per_step:.2f} s/step -> {steps} steps of {args.batch}x{CTX} tokens")
 
     sched = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(200, steps // 10), steps, args.lr * 0.05)

@@ -304,7 +304,7 @@ fn rotate_half_to_interleaved(
 ) -> std::result::Result<Vec<f32>, String> {
     let n_rows = shape[0];
     let row_len = data.len() / n_rows.max(1);
-    if heads == 0 || n_rows % heads != 0 || (n_rows / heads) % 2 != 0 {
+    if heads == 0 || !n_rows.is_multiple_of(heads) || !(n_rows / heads).is_multiple_of(2) {
         return Err(format!(
             "{n_rows} rows cannot be split into {heads} heads of even width"
         ));
