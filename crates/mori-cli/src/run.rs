@@ -160,6 +160,10 @@ pub fn run(a: RunArgs) -> Result<()> {
             .context("installing the Ctrl-C handler")?;
     }
     let template = choose_template(&a, &model, prompt.is_none())?;
+    let mut opts = opts;
+    if let Some(t) = &template {
+        opts.stop.extend(t.stop_strings().iter().cloned());
+    }
     match prompt {
         Some(prompt) => one_shot(
             &a,

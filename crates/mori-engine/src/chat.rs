@@ -98,6 +98,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     source: Arc<str>,
     name: String,
+    /// Text that ends an assistant turn when the model has no token for it.
+    stops: Vec<String>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -119,17 +121,22 @@ impl ChatTemplate {
             env,
             source,
             name: name.into(),
+            stops: Vec::new(),
         })
     }
 
     /// One of Mori's own templates ([`BUILTIN_NAMES`]).
     pub fn builtin(name: &str) -> Result<Self> {
-        let source = match name {
-            "chatml" => CHATML,
-            "transcript" => TRANSCRIPT,
+        // A model that was not trained on the format has no end-of-turn token for
+        // it, so the text that opens the next turn ends the answer.
+        let (source, stops) = match name {
+            "chatml" => (CHATML, vec!["<|im_end|>", "<|im_start|>"]),
+            "transcript" => (TRANSCRIPT, vec!["\nUser:"]),
             _ => return Err(TemplateError::UnknownBuiltin(name.to_string())),
         };
-        ChatTemplate::new(format!("built-in {name}"), source)
+        let mut t = ChatTemplate::new(format!("built-in {name}"), source)?;
+        t.stops = stops.into_iter().map(String::from).collect();
+        Ok(t)
     }
 
     /// The template a model file carries (`tokenizer.chat_template`), if any.
@@ -146,6 +153,11 @@ impl ChatTemplate {
     /// The Jinja source as given.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Stop sequences that go with this template (for the built-in ones).
+    pub fn stop_strings(&self) -> &[String] {
+        &self.stops
     }
 
     /// Where the template came from, for messages.
