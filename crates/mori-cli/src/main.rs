@@ -3,6 +3,7 @@
 
 mod commands;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Demo(commands::DemoArgs),
     /// Answer a prompt with MODEL, streamed as it is written; without a prompt, chat.
     Run(run::RunArgs),
+    /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
+    Serve(serve::ServeArgs),
     /// Print the token ids of TEXT as a JSON array.
     Tokenize(commands::TokenizeArgs),
     /// Run token ids through MODEL and print one JSON line of logits per position.
@@ -42,7 +45,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MORI_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,mori_server=info,tower_http=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -50,6 +53,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(a) => commands::demo(a),
         Command::Run(a) => run::run(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Logits(a) => commands::logits(a),
         Command::Info(a) => commands::info(a),

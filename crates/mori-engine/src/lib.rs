@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod generate;
 pub mod perplexity;
 pub mod sampling;
+pub mod scheduler;
 
 use mori_kernels::ThreadPool;
 use mori_model::{KvCache, Logits, Model};
