@@ -322,10 +322,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 } else {
                     path
                 };
-                wrap(ApiError::bad_request(
-                    &param,
-                    format!("invalid request: {}", e.inner()),
-                ))
+                let msg = if param.is_empty() {
+                    format!("invalid request: {}", e.inner())
+                } else {
+                    format!("invalid request field {param}: {}", e.inner())
+                };
+                wrap(ApiError::bad_request(&param, msg))
             })
     }
 }

@@ -45,7 +45,7 @@ pub struct StreamOptions {
 }
 
 /// Sampling fields shared by both endpoints (plus llama.cpp-style extensions).
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Sampling {
     temperature: Option<f32>,
     top_p: Option<f32>,
@@ -61,12 +61,62 @@ pub struct Sampling {
     max_tokens: Option<i64>,
 }
 
+/// [`Sampling`] as it arrives. The fields are shared through `#[serde(flatten)]`,
+/// which loses the name of a field that fails to parse, so they are read as JSON
+/// values and typed one by one, each error naming its field.
+#[derive(Debug, Deserialize)]
+pub struct RawSampling {
+    temperature: Option<Value>,
+    top_p: Option<Value>,
+    top_k: Option<Value>,
+    min_p: Option<Value>,
+    repeat_penalty: Option<Value>,
+    presence_penalty: Option<Value>,
+    frequency_penalty: Option<Value>,
+    logit_bias: Option<Value>,
+    seed: Option<Value>,
+    stop: Option<Value>,
+    n: Option<Value>,
+    max_tokens: Option<Value>,
+}
+
+fn field<T: serde::de::DeserializeOwned>(
+    name: &str,
+    v: Option<Value>,
+) -> Result<Option<T>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(name, format!("invalid {name} {v}: {e}"))),
+    }
+}
+
+impl RawSampling {
+    fn typed(self) -> Result<Sampling, ApiError> {
+        Ok(Sampling {
+            temperature: field("temperature", self.temperature)?,
+            top_p: field("top_p", self.top_p)?,
+            top_k: field("top_k", self.top_k)?,
+            min_p: field("min_p", self.min_p)?,
+            repeat_penalty: field("repeat_penalty", self.repeat_penalty)?,
+            presence_penalty: field("presence_penalty", self.presence_penalty)?,
+            frequency_penalty: field("frequency_penalty", self.frequency_penalty)?,
+            logit_bias: field("logit_bias", self.logit_bias)?,
+            seed: field("seed", self.seed)?,
+            stop: field("stop", self.stop)?,
+            n: field("n", self.n)?,
+            max_tokens: field("max_tokens", self.max_tokens)?,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     model: String,
     messages: Vec<Value>,
     #[serde(flatten)]
-    sampling: Sampling,
+    sampling: RawSampling,
     max_completion_tokens: Option<i64>,
     #[serde(default)]
     stream: bool,
@@ -91,7 +141,7 @@ pub struct CompletionRequest {
     model: String,
     prompt: Prompt,
     #[serde(flatten)]
-    sampling: Sampling,
+    sampling: RawSampling,
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
@@ -383,20 +433,17 @@ pub async fn chat_completions(
             ))
         }
     };
+    let mut sampling = req.sampling.typed()?;
     let max_tokens = positive("max_completion_tokens", req.max_completion_tokens)?
-        .or(positive("max_tokens", req.sampling.max_tokens)?);
+        .or(positive("max_tokens", sampling.max_tokens)?);
     let mut stop = loaded.template.stop_strings().to_vec();
-    if let Some(s) = req.sampling.stop {
+    if let Some(s) = sampling.stop.take() {
         let s = s.into_vec();
         if s.len() > 4 {
             return Err(ApiError::bad_request("stop", "at most 4 stop sequences"));
         }
         stop.extend(s.into_iter().filter(|s| !s.is_empty()));
     }
-    let sampling = Sampling {
-        stop: None,
-        ..req.sampling
-    };
     let prep = prepare(
         &state,
         loaded,
@@ -413,7 +460,7 @@ pub async fn chat_completions(
     let id = prep.id.clone();
     if req.stream {
         return Ok(with_id(
-            stream_response(state, prep, true).into_response(),
+            stream_response(state, prep, true)?.into_response(),
             &id,
         ));
     }
@@ -498,17 +545,23 @@ fn prepare(
 }
 
 /// Streams the choices one after another as server-sent events, then `[DONE]`.
+/// The first choice is admitted before the response starts, so a full queue is a
+/// plain 503 rather than an error inside a stream.
 fn stream_response(
     state: AppState,
     prep: Prepared,
     chat: bool,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Prepared {
         loaded,
         jobs,
         id,
         include_usage,
     } = prep;
+    let mut jobs = jobs.into_iter();
+    let first = jobs.next().expect("n >= 1");
+    let first_lp = first.opts.logprobs.is_some();
+    let mut first_rx = Some(worker::start(&state, loaded.clone(), first)?);
     let created = now();
     let fp = fingerprint(&loaded);
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(64);
@@ -524,15 +577,21 @@ fn stream_response(
             SseEvent::default().data(v.to_string())
         };
         let (mut n_prompt, mut n_gen) = (0, 0);
-        for (i, job) in jobs.into_iter().enumerate() {
-            let want_lp = job.opts.logprobs.is_some();
-            let mut rx = match worker::start(&state, loaded.clone(), job) {
-                Ok(rx) => rx,
-                Err(e) => {
-                    let _ = tx
-                        .send(SseEvent::default().data(e.body().to_string()))
-                        .await;
-                    return;
+        for i in 0.. {
+            let (mut rx, want_lp) = match first_rx.take() {
+                Some(rx) => (rx, first_lp),
+                None => {
+                    let Some(job) = jobs.next() else { break };
+                    let want_lp = job.opts.logprobs.is_some();
+                    match worker::start(&state, loaded.clone(), job) {
+                        Ok(rx) => (rx, want_lp),
+                        Err(e) => {
+                            let _ = tx
+                                .send(SseEvent::default().data(e.body().to_string()))
+                                .await;
+                            return;
+                        }
+                    }
                 }
             };
             if chat {
@@ -608,7 +667,7 @@ fn stream_response(
         rx,
         |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
     );
-    Sse::new(s.boxed()).keep_alive(KeepAlive::default())
+    Ok(Sse::new(s.boxed()).keep_alive(KeepAlive::default()))
 }
 
 /// The legacy completions `logprobs` object for `(token, logprob)` pairs; `offset`
@@ -684,12 +743,13 @@ pub async fn completions(
             ))
         }
     };
-    let max_tokens = positive("max_tokens", req.sampling.max_tokens)?.or(Some(16));
-    let stop = req.sampling.stop.map(|s| s.into_vec()).unwrap_or_default();
-    let sampling = Sampling {
-        stop: None,
-        ..req.sampling
-    };
+    let mut sampling = req.sampling.typed()?;
+    let max_tokens = positive("max_tokens", sampling.max_tokens)?.or(Some(16));
+    let stop = sampling
+        .stop
+        .take()
+        .map(|s| s.into_vec())
+        .unwrap_or_default();
     let prompt_lp = if req.echo { lp } else { None };
     let prep = prepare(
         &state,
@@ -707,7 +767,7 @@ pub async fn completions(
     if req.stream {
         let id = prep.id.clone();
         return Ok(with_id(
-            stream_response(state, prep, false).into_response(),
+            stream_response(state, prep, false)?.into_response(),
             &id,
         ));
     }

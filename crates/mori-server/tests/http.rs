@@ -1,0 +1,315 @@
+//! The server's behaviour over raw HTTP: malformed requests get 4xx with a clear
+//! message and never hurt the server; a full queue answers 503 with Retry-After; a
+//! client that disconnects frees its slot; a client that stops reading does not
+//! stall others; metrics, request ids, CORS and idle unloading.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mori_kernels::GgmlType;
+use mori_model::random::{write_random_model, FileType, RandomSpec};
+use serde_json::{json, Value};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+async fn post(
+    addr: &std::net::SocketAddr,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+async fn health(addr: &std::net::SocketAddr) -> Value {
+    client()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until the server reports this many running and waiting generations.
+async fn wait_load(addr: &std::net::SocketAddr, running: u64, waiting: u64, what: &str) {
+    let t = Instant::now();
+    loop {
+        let h = health(addr).await;
+        if (h["running"].as_u64(), h["waiting"].as_u64()) == (Some(running), Some(waiting)) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: {h}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A random model slow enough (and with end-of-text banned) that a generation
+/// runs for many seconds unless it is stopped.
+fn slow_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("slow.gguf");
+    let mut spec = RandomSpec::tiny("llama", FileType::Uniform(GgmlType::Q8_0));
+    spec.n_embd = 512;
+    spec.n_layer = 4;
+    spec.n_head = 8;
+    spec.n_head_kv = 4;
+    spec.n_ff = 1536;
+    spec.n_ctx_train = 8192;
+    write_random_model(&spec, &path).unwrap();
+    path
+}
+
+fn long_chat(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "Go on."}], "stream": true,
+           "max_tokens": 100000, "logit_bias": {"2": -100}, "seed": 1})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_4xx_and_the_server_survives() {
+    let addr = common::start(common::config(&[]));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("/v1/chat/completions", b"{not json".to_vec(), 400, "invalid request"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "ten"}"#.to_vec(), 400, "max_tokens"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}"#.to_vec(), 400, "at least 1"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes"}"#.to_vec(), 400, "messages"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": []}"#.to_vec(), 400, "must not be empty"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": [{"content": "no role"}]}"#.to_vec(), 400, "role"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": [{"role": "user", "content": "x"}], "top_p": 7}"#.to_vec(), 400, "top_p"),
+        ("/v1/chat/completions", br#"{"model": "mori-fortunes", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"99999": 5}}"#.to_vec(), 400, "vocabulary"),
+        ("/v1/completions", br#"{"model": "mori-fortunes", "prompt": "x", "logprobs": 9}"#.to_vec(), 400, "logprobs"),
+        ("/v1/completions", br#"{"model": "mori-fortunes", "prompt": [1, 2, 999999]}"#.to_vec(), 400, "vocabulary"),
+        ("/v1/completions", b"{\"model\": \"mori-fortunes\", \"prompt\": \"\xff\xfe bad utf-8\"}".to_vec(), 400, "UTF-8"),
+        ("/api/chat", br#"{"model": "mori-fortunes", "messages": [{"role": "user", "content": "x"}], "options": {"num_ctx": -1}}"#.to_vec(), 400, "num_ctx"),
+        ("/api/generate", br#"{"model": "mori-fortunes", "prompt": "x", "options": {"temperature": -1}}"#.to_vec(), 400, "temperature"),
+        ("/api/generate", br#"{"model": 12}"#.to_vec(), 400, "model"),
+    ];
+    for (path, body, want, needle) in cases {
+        let shown = String::from_utf8_lossy(&body).into_owned();
+        let (status, _, text) = post(&addr, path, body).await;
+        assert_eq!(status, want, "{path} {shown} -> {status} {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path} {shown}: not JSON: {text}"));
+        let msg = v["error"]["message"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            msg.contains(needle)
+                || v["error"]["param"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(needle)),
+            "{path} {shown}: {text}"
+        );
+    }
+    // A body over the limit (1 MiB here) is refused before it is parsed.
+    let huge = format!(
+        r#"{{"model": "mori-fortunes", "prompt": "{}"}}"#,
+        "a".repeat(2 << 20)
+    );
+    let (status, _, text) = post(&addr, "/v1/completions", huge).await;
+    assert_eq!(status, 413, "{text}");
+    let (status, _, _) = post(&addr, "/v1/nothing-here", "{}").await;
+    assert_eq!(status, 404);
+    assert_eq!(health(&addr).await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_503_with_retry_after_and_disconnects_free_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = slow_model(dir.path());
+    let mut cfg = common::config(&[]);
+    cfg.models = vec![("slow".into(), model)];
+    cfg.parallel = 1;
+    cfg.queue = 1;
+    cfg.ctx = Some(8192);
+    let addr = common::start(cfg);
+    let url = format!("http://{addr}/v1/chat/completions");
+
+    // A: runs. Read its first chunk so it surely holds the slot.
+    let a = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(long_chat("slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 200);
+    let mut a_stream = a.bytes_stream();
+    a_stream.next().await.unwrap().unwrap();
+    wait_load(&addr, 1, 0, "A never started").await;
+    // B: admitted to the queue; its stream opens but stays silent without a slot.
+    let b = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(long_chat("slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.status(), 200);
+    wait_load(&addr, 1, 1, "B is not in the queue").await;
+    // C: the queue is full.
+    let (status, headers, text) = post(&addr, "/v1/chat/completions", long_chat("slow")).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    assert!(text.contains("busy"), "{text}");
+
+    // A disconnects: its generation stops and B gets the slot at once.
+    drop(a_stream);
+    wait_load(&addr, 1, 0, "A's slot was not freed for B").await;
+    // B now streams text: the role chunk, then content.
+    let mut b_stream = b.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"") || seen.matches("data:").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), b_stream.next())
+            .await
+            .expect("B never streamed")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(b_stream);
+    wait_load(&addr, 0, 0, "a disconnected client kept its slot").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_stall_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(&[]);
+    cfg.models.push(("slow".into(), slow_model(dir.path())));
+    cfg.ctx = Some(8192);
+    let addr = common::start(cfg);
+    // The stalled client opens a long stream and never reads it.
+    let stalled = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(long_chat("slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    let t = Instant::now();
+    for i in 0..5 {
+        let body = json!({"model": "mori-fortunes", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16, "seed": i});
+        let (status, _, text) = post(&addr, "/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "other clients were stalled for {:?}",
+        t.elapsed()
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_request_ids_cors_and_idle_unloading() {
+    let mut cfg = common::config(&[]);
+    cfg.keep_alive = Duration::from_millis(300);
+    cfg.cors_origins = vec!["http://app.example".into()];
+    let addr = common::start(cfg);
+    let body = json!({"model": "mori-fortunes", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8});
+    let (status, headers, _) = post(&addr, "/v1/chat/completions", body.to_string()).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.get("x-request-id").is_some_and(|v| !v.is_empty()),
+        "{headers:?}"
+    );
+    assert!(headers
+        .get("x-completion-id")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("chatcmpl-")));
+
+    let m = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "mori_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1",
+        "mori_generated_tokens_total{api=\"openai_chat\"}",
+        "mori_time_to_first_token_seconds_count{api=\"openai_chat\"} 1",
+        "mori_queue_depth 0",
+        "mori_slots_running 0",
+    ] {
+        assert!(m.contains(needle), "metrics lack {needle:?}:\n{m}");
+    }
+
+    let pre = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/v1/chat/completions"),
+        )
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pre.headers().get("access-control-allow-origin").unwrap(),
+        "http://app.example"
+    );
+    let other = client()
+        .get(format!("http://{addr}/health"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The model is unloaded once idle for the keep-alive time.
+    let ps = |addr| async move {
+        client()
+            .get(format!("http://{addr}/api/ps"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(ps(addr).await["models"].as_array().unwrap().len(), 1);
+    let t = Instant::now();
+    while !ps(addr).await["models"].as_array().unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the idle model was never unloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_unless_configured() {
+    let addr = common::start(common::config(&[]));
+    let pre = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/v1/chat/completions"),
+        )
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.headers().get("access-control-allow-origin").is_none());
+}
