@@ -42,13 +42,17 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MORI_LOG")
-                .unwrap_or_else(|_| "warn,mori_server=info,tower_http=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MORI_LOG")
+        .unwrap_or_else(|_| "warn,mori_server=info,tower_http=info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // MORI_LOG_FORMAT=json gives one JSON object per line, for log collectors.
+    if std::env::var("MORI_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => commands::demo(a),

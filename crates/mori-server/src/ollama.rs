@@ -181,7 +181,7 @@ async fn respond(
     stream: bool,
     chat: bool,
 ) -> Result<Response, ApiError> {
-    let id = format!("ollama-{}", uuid::Uuid::new_v4().simple());
+    let id = job.id.clone();
     let mut rx = worker::start(&state, loaded.clone(), job).map_err(err)?;
     let piece = move |text: &str, l: &Loaded| -> Value {
         if chat {
@@ -266,6 +266,7 @@ fn job(
         n_ctx,
         prompt_logprobs: None,
         api,
+        id: format!("ollama-{}", uuid::Uuid::new_v4().simple()),
     }
 }
 

@@ -518,6 +518,7 @@ fn prepare(
     }
     let n = n_choices(s)?;
     let base = sampling_params(s, loaded.model.hparams.n_vocab)?;
+    let id = format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple());
     let jobs = (0..n)
         .map(|i| Job {
             prompt: prompt.clone(),
@@ -534,12 +535,13 @@ fn prepare(
             n_ctx,
             prompt_logprobs,
             api,
+            id: id.clone(),
         })
         .collect();
     Ok(Prepared {
         loaded,
         jobs,
-        id: format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple()),
+        id,
         include_usage,
     })
 }

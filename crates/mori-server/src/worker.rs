@@ -29,6 +29,8 @@ pub struct Job {
     pub prompt_logprobs: Option<usize>,
     /// Which API asked, for the metrics.
     pub api: &'static str,
+    /// The completion id returned to the client (feedback attaches to it).
+    pub id: String,
 }
 
 #[derive(Debug)]
@@ -143,6 +145,15 @@ fn run(
         total_time: t0.elapsed(),
     };
     metrics.finished(job.api, &stats);
+    tracing::info!(
+        completion_id = %job.id,
+        model = %loaded.name,
+        prompt_tokens = stats.n_prompt,
+        generated_tokens = stats.n_generated,
+        finish = ?stats.finish,
+        ms = stats.total_time.as_millis() as u64,
+        "completion finished"
+    );
     let _ = tx.blocking_send(Event::Done(stats));
     Ok(())
 }
