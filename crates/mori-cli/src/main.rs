@@ -1,6 +1,7 @@
 //! The `mori` command line: argument parsing and logging setup only; the
 //! work happens in the library crates.
 
+mod bench;
 mod commands;
 mod run;
 mod serve;
@@ -24,6 +25,8 @@ enum Command {
     Demo(commands::DemoArgs),
     /// Answer a prompt with MODEL, streamed as it is written; without a prompt, chat.
     Run(run::RunArgs),
+    /// Measure prompt processing (pp) and generation (tg) speed, like llama-bench.
+    Bench(bench::BenchArgs),
     /// Serve models over OpenAI- and Ollama-compatible HTTP APIs.
     Serve(serve::ServeArgs),
     /// Print the token ids of TEXT as a JSON array.
@@ -58,6 +61,7 @@ fn main() {
         Command::Demo(a) => commands::demo(a),
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Bench(a) => bench::bench(a),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Logits(a) => commands::logits(a),
         Command::Info(a) => commands::info(a),

@@ -135,3 +135,39 @@ fn run_is_reproducible_with_a_seed_and_rejects_bad_settings() {
         assert!(!ok && err.contains(names), "{names}: {err}");
     }
 }
+
+#[test]
+fn bench_reports_prompt_and_generation_speed_as_json() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/default-model/mori-fortunes.gguf");
+    let (ok, out, err) = mori(&[
+        "bench",
+        model.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "8",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["pp_tps"].as_f64().unwrap() > 0.0 && v["tg_tps"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert_eq!(
+        (
+            v["n_prompt"].as_u64(),
+            v["n_gen"].as_u64(),
+            v["threads"].as_u64()
+        ),
+        (Some(32), Some(8), Some(1))
+    );
+    assert_eq!(v["type"], "Q8_0");
+    let (ok, _, err) = mori(&["bench", model.to_str().unwrap(), "-r", "0"]);
+    assert!(!ok && err.contains("--reps"), "{err}");
+}
