@@ -170,6 +170,14 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             spec.n_head, spec.n_head_kv
         )));
     }
+    // Specials, bytes, then 67 characters, their pairs and their triples.
+    const MAX_VOCAB: usize = 259 + 67 + 67 * 66 + 67 * 66 * 66;
+    if spec.n_vocab > MAX_VOCAB {
+        return Err(Error::Invalid(format!(
+            "a random vocabulary of {} is too large (at most {MAX_VOCAB})",
+            spec.n_vocab
+        )));
+    }
     if spec.n_vocab < 259 + 8 {
         return Err(Error::Invalid(format!(
             "a vocabulary of {} is too small (at least 267)",
@@ -388,6 +396,20 @@ fn add_vocab(w: &mut GgufWriter, n_vocab: usize) {
             pieces.push(format!("{a}{b}"));
             if tokens.len() + pieces.len() >= n_vocab {
                 break 'pairs;
+            }
+        }
+    }
+    // Real vocabularies (128k and more) need more pieces than pairs give: triples.
+    'triples: for a in &chars {
+        for b in &chars {
+            for c in &chars {
+                if tokens.len() + pieces.len() >= n_vocab {
+                    break 'triples;
+                }
+                if *b == '▁' || *c == '▁' {
+                    continue;
+                }
+                pieces.push(format!("{a}{b}{c}"));
             }
         }
     }
