@@ -1,19 +1,8 @@
 //! The `mori` binary end to end: writing a random model, tokenizing,
 //! printing logits as JSON lines, and clear errors for bad input.
 
-use std::process::Command;
-
-fn mori(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mori"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+mod common;
+use common::mori;
 
 #[test]
 fn tokenize_and_logits_print_json() {

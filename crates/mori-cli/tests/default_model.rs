@@ -3,23 +3,13 @@
 //! right end to end), and `mori run` on it writes readable text, the same twice
 //! for the same seed.
 
+mod common;
+use common::mori;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/default-model")
-}
-
-fn mori(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mori"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]

@@ -161,10 +161,7 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         }
         let (n_rows, n_cols) = (shape[0], shape[1]);
         let want = ft.matrix_type(short, layer, n_layer);
-        let ty = [want, GgmlType::Q8_0, GgmlType::F16]
-            .into_iter()
-            .find(|t| t.row_size(n_cols).is_ok())
-            .unwrap_or(GgmlType::F32);
+        let ty = FileType::storable(want, n_cols);
         if ty != want {
             done.fallbacks.push((gguf.to_string(), ty));
         }

@@ -70,6 +70,22 @@ impl FileType {
         }
     }
 
+    /// `ty`, or what llama.cpp stores instead when rows of `n_cols` do not divide
+    /// into its blocks (K-quants need multiples of 256): Q4_K -> Q5_0, Q5_K -> Q5_1,
+    /// Q6_K -> Q8_0, then F16 for anything still left.
+    pub fn storable(ty: GgmlType, n_cols: usize) -> GgmlType {
+        let fallback = match ty {
+            GgmlType::Q4K => GgmlType::Q5_0,
+            GgmlType::Q5K => GgmlType::Q5_1,
+            GgmlType::Q6K => GgmlType::Q8_0,
+            other => other,
+        };
+        [ty, fallback, GgmlType::F16]
+            .into_iter()
+            .find(|t| t.row_size(n_cols).is_ok())
+            .unwrap_or(GgmlType::F32)
+    }
+
     /// The `general.file_type` number llama.cpp gives this mix.
     pub fn llama_ftype(self) -> u32 {
         match self {
@@ -342,6 +358,7 @@ fn matrix(
     ty: GgmlType,
     scale: f32,
 ) -> Result<()> {
+    let ty = FileType::storable(ty, n_cols);
     let row_bytes = ty.row_size(n_cols).map_err(|_| {
         Error::Invalid(format!(
             "tensor {name}: rows of {n_cols} cannot be stored as {ty} (blocks of {})",

@@ -109,6 +109,25 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Refuses a prompt over the server's limit or one that leaves no room in the context.
+    pub fn check_prompt(&self, n_prompt: usize, n_ctx: usize) -> Result<(), ApiError> {
+        if n_prompt > self.config.max_prompt_tokens {
+            return Err(ApiError::bad_request(
+                "prompt",
+                format!(
+                    "the prompt is {n_prompt} tokens long; this server accepts at most {}",
+                    self.config.max_prompt_tokens
+                ),
+            ));
+        }
+        if n_prompt >= n_ctx {
+            return Err(ApiError::context_exceeded(n_prompt, n_ctx));
+        }
+        Ok(())
+    }
+}
+
 fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }

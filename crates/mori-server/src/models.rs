@@ -21,6 +21,33 @@ pub struct Loaded {
     pub load_time: Duration,
 }
 
+impl Loaded {
+    /// The prompt tokens for `messages` rendered through the model's chat template,
+    /// ending where the assistant answers; a template error is the client's fault
+    /// (a conversation shape the model refuses) and names `param`.
+    pub fn chat_prompt(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<serde_json::Value>,
+        param: &str,
+    ) -> Result<Vec<u32>, ApiError> {
+        let opts = mori_engine::chat::RenderOptions {
+            add_generation_prompt: true,
+            tools,
+            ..Default::default()
+        };
+        let special = mori_engine::chat::SpecialTokens::from_tokenizer(&self.model.tokenizer);
+        let text = self
+            .template
+            .render(messages, &special, &opts)
+            .map_err(|e| ApiError::bad_request(param, e.to_string()))?;
+        Ok(mori_engine::conversation::tokenize_rendered(
+            &self.model.tokenizer,
+            &text,
+        ))
+    }
+}
+
 struct Entry {
     path: PathBuf,
     /// Loaded model and when it was last handed out.

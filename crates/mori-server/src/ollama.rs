@@ -9,8 +9,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use mori_engine::chat::{RenderOptions, SpecialTokens};
-use mori_engine::conversation::tokenize_rendered;
 use mori_engine::generate::{FinishReason, GenerateOptions};
 use mori_engine::sampling::SamplingParams;
 use serde::Deserialize;
@@ -270,22 +268,6 @@ fn job(
     }
 }
 
-fn check_prompt(state: &AppState, n_prompt: usize, n_ctx: usize) -> Result<(), ApiError> {
-    if n_prompt > state.config.max_prompt_tokens {
-        return Err(err(ApiError::bad_request(
-            "prompt",
-            format!(
-                "the prompt is {n_prompt} tokens long; this server accepts at most {}",
-                state.config.max_prompt_tokens
-            ),
-        )));
-    }
-    if n_prompt >= n_ctx {
-        return Err(err(ApiError::context_exceeded(n_prompt, n_ctx)));
-    }
-    Ok(())
-}
-
 pub async fn chat(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
@@ -316,22 +298,11 @@ pub async fn chat(
             )));
         }
     }
-    let opts = RenderOptions {
-        add_generation_prompt: true,
-        tools: req.tools.clone(),
-        ..Default::default()
-    };
-    let text = loaded
-        .template
-        .render(
-            &req.messages,
-            &SpecialTokens::from_tokenizer(&loaded.model.tokenizer),
-            &opts,
-        )
-        .map_err(|e| err(ApiError::bad_request("messages", e.to_string())))?;
-    let prompt = tokenize_rendered(&loaded.model.tokenizer, &text);
+    let prompt = loaded
+        .chat_prompt(&req.messages, req.tools.clone(), "messages")
+        .map_err(err)?;
     let n_ctx = num_ctx(&state, &loaded, &req.options)?;
-    check_prompt(&state, prompt.len(), n_ctx)?;
+    state.check_prompt(prompt.len(), n_ctx).map_err(err)?;
     let (p, max_tokens) = params(&req.options, loaded.model.hparams.n_vocab)?;
     let mut stop = loaded.template.stop_strings().to_vec();
     stop.extend(req.options.stop.clone().unwrap_or_default());
@@ -370,22 +341,10 @@ pub async fn generate(
             messages.push(json!({"role": "system", "content": s}));
         }
         messages.push(json!({"role": "user", "content": req.prompt}));
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            ..Default::default()
-        };
-        let text = loaded
-            .template
-            .render(
-                &messages,
-                &SpecialTokens::from_tokenizer(&loaded.model.tokenizer),
-                &opts,
-            )
-            .map_err(|e| err(ApiError::bad_request("prompt", e.to_string())))?;
-        tokenize_rendered(&loaded.model.tokenizer, &text)
+        loaded.chat_prompt(&messages, None, "prompt").map_err(err)?
     };
     let n_ctx = num_ctx(&state, &loaded, &req.options)?;
-    check_prompt(&state, prompt.len(), n_ctx)?;
+    state.check_prompt(prompt.len(), n_ctx).map_err(err)?;
     let (p, max_tokens) = params(&req.options, loaded.model.hparams.n_vocab)?;
     let stop = req.options.stop.clone().unwrap_or_default();
     let j = job(prompt, p, max_tokens, stop, n_ctx, "ollama_generate");

@@ -9,8 +9,6 @@ use axum::http::HeaderValue;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
-use mori_engine::chat::{RenderOptions, SpecialTokens};
-use mori_engine::conversation::tokenize_rendered;
 use mori_engine::generate::{FinishReason, GenerateOptions};
 use mori_engine::sampling::{SamplingParams, TokenLogprob};
 use serde::Deserialize;
@@ -409,20 +407,7 @@ pub async fn chat_completions(
         .enumerate()
         .map(|(i, m)| message_text(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    let opts = RenderOptions {
-        add_generation_prompt: true,
-        tools: req.tools.clone(),
-        ..Default::default()
-    };
-    let text = loaded
-        .template
-        .render(
-            &messages,
-            &SpecialTokens::from_tokenizer(&loaded.model.tokenizer),
-            &opts,
-        )
-        .map_err(|e| ApiError::bad_request("messages", e.to_string()))?;
-    let prompt = tokenize_rendered(&loaded.model.tokenizer, &text);
+    let prompt = loaded.chat_prompt(&messages, req.tools.clone(), "messages")?;
     let top = match req.top_logprobs {
         None => 0,
         Some(n) if (0..=20).contains(&n) => n as usize,
@@ -503,19 +488,7 @@ fn prepare(
     include_usage: bool,
 ) -> Result<Prepared, ApiError> {
     let n_ctx = state.n_ctx(&loaded.model, None);
-    if prompt.len() > state.config.max_prompt_tokens {
-        return Err(ApiError::bad_request(
-            "prompt",
-            format!(
-                "the prompt is {} tokens long; this server accepts at most {}",
-                prompt.len(),
-                state.config.max_prompt_tokens
-            ),
-        ));
-    }
-    if prompt.len() >= n_ctx {
-        return Err(ApiError::context_exceeded(prompt.len(), n_ctx));
-    }
+    state.check_prompt(prompt.len(), n_ctx)?;
     let n = n_choices(s)?;
     let base = sampling_params(s, loaded.model.hparams.n_vocab)?;
     let id = format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple());
