@@ -156,10 +156,11 @@ def main():
           f"pp{args.p} / tg{args.n}, median of {args.r}.\n")
     print("| shape | type | GiB | Mori pp | llama.cpp pp | pp ratio | Mori tg | llama.cpp tg | tg ratio | tg limit | Mori tg / limit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ratio = lambda a, b: f"{a / b:.2f}" if b else "-"
     for r in rows:
         print(f"| {r['shape']} | {r['type']} | {r['size_gib']:.2f} | {r['mori_pp']:.1f} | {r['llama_pp']:.1f} | "
-              f"{r['mori_pp'] / r['llama_pp']:.2f} | {r['mori_tg']:.2f} | {r['llama_tg']:.2f} | "
-              f"{r['mori_tg'] / r['llama_tg']:.2f} | {r['tg_limit']:.1f} | {r['mori_tg'] / r['tg_limit']:.0%} |")
+              f"{ratio(r['mori_pp'], r['llama_pp'])} | {r['mori_tg']:.2f} | {r['llama_tg']:.2f} | "
+              f"{ratio(r['mori_tg'], r['llama_tg'])} | {r['tg_limit']:.1f} | {r['mori_tg'] / r['tg_limit']:.0%} |")
 
 
 if __name__ == "__main__":

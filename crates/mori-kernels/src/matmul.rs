@@ -218,6 +218,17 @@ unsafe impl Sync for OutPtr {}
 /// that the bookkeeping is negligible.
 const ROW_CHUNK: usize = 16;
 
+type Dot4 = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
+
+/// The four-token kernel of a weight type, where there is one.
+fn dot4_for(ty: GgmlType) -> Option<Dot4> {
+    match ty {
+        GgmlType::Q4_0 => Some(simd::dot4_q4_0_q8_0),
+        GgmlType::Q8_0 => Some(simd::dot4_q8_0_q8_0),
+        _ => None,
+    }
+}
+
 /// `y[t * w.n_rows + r] = w[r] · x[t]` for every token row `t` of `acts`.
 pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -> Result<()> {
     let Some(act_ty) = acts.ty else {
@@ -249,7 +260,26 @@ pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -
         for c in c0..c1 {
             for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n_rows) {
                 let wr = w.row(r, row_bytes);
-                for t in 0..n_tokens {
+                // Four tokens at a time where a four-token kernel exists: each
+                // weight block is unpacked once for the four, with the same bits.
+                let mut t = 0;
+                if let Some(dot4) = dot4_for(w.ty) {
+                    while t + 4 <= n_tokens {
+                        let xs = [0, 1, 2, 3].map(|k| match acts.row(t + k) {
+                            ActRow::Q(x) => x,
+                            ActRow::F32(_) => {
+                                unreachable!("quantized weights take quantized activations")
+                            }
+                        });
+                        let v = dot4(wr, xs);
+                        for (k, v) in v.into_iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *out.0.add((t + k) * n_rows + r) = v };
+                        }
+                        t += 4;
+                    }
+                }
+                for t in t..n_tokens {
                     let v = vec_dot(w.ty, n_cols, wr, acts.row(t));
                     // SAFETY: `t * n_rows + r` < y.len() (checked above), and row `r`
                     // belongs to this thread alone.

@@ -96,6 +96,30 @@ dispatch!(
     dot_bf16(w: &[u8], x: &[f32]) => quants::dot_bf16
 );
 
+/// One Q4_0 weight row against four Q8_0 activation rows: each result has exactly
+/// the bits `dot_q4_0_q8_0` gives for that pair (same operations, same order);
+/// the weight block is loaded and unpacked once for the four, which is what makes
+/// prompt processing faster than four single products.
+pub fn dot4_q4_0_q8_0(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2, FMA and F16C are present; the kernel reads within its slices.
+        return unsafe { x86::dot4_q4_0_q8_0(w, x) };
+    }
+    x.map(|x| quants::dot_q4_0_q8_0(w, x))
+}
+
+/// One Q8_0 weight row against four Q8_0 activation rows, bit-identical to four
+/// `dot_q8_0_q8_0` calls.
+pub fn dot4_q8_0_q8_0(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { x86::dot4_q8_0_q8_0(w, x) };
+    }
+    x.map(|x| quants::dot_q8_0_q8_0(w, x))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! AVX2 kernels. Each computes the same 8 integer lanes per block as its
@@ -205,6 +229,40 @@ mod x86 {
             acc = fma_lanes(acc, d, lanes_i8_i8(q, load32(xb, 2)));
         }
         hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_0_q8_0(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+        let nb = x.iter().fold(w.len() / 18, |n, x| n.min(x.len() / 34));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..nb {
+            let wb = &w[18 * b..18 * b + 18];
+            let dw = f16_at(wb, 0);
+            let q = _mm256_sub_epi8(nibbles(wb, 2), _mm256_set1_epi8(8));
+            for k in 0..4 {
+                let xb = &x[k][34 * b..34 * b + 34];
+                let d = dw * f16_at(xb, 0);
+                acc[k] = fma_lanes(acc[k], d, lanes_i8_i8(q, load32(xb, 2)));
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0_q8_0(w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+        let nb = x.iter().fold(w.len() / 34, |n, x| n.min(x.len() / 34));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for b in 0..nb {
+            let wb = &w[34 * b..34 * b + 34];
+            let dw = f16_at(wb, 0);
+            let q = load32(wb, 2);
+            for k in 0..4 {
+                let xb = &x[k][34 * b..34 * b + 34];
+                let d = dw * f16_at(xb, 0);
+                acc[k] = fma_lanes(acc[k], d, lanes_i8_i8(q, load32(xb, 2)));
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -476,6 +534,34 @@ mod tests {
 
     type BlockDot = fn(&[u8], &[u8]) -> f32;
     type SuperBlockDot = fn(usize, &[u8], &[u8]) -> f32;
+
+    /// The four-token kernels give each token exactly the single kernel's bits.
+    #[test]
+    fn four_token_kernels_equal_four_single_products() {
+        for (ty, four, one) in [
+            (
+                GgmlType::Q4_0,
+                dot4_q4_0_q8_0 as fn(&[u8], [&[u8]; 4]) -> [f32; 4],
+                dot_q4_0_q8_0 as BlockDot,
+            ),
+            (GgmlType::Q8_0, dot4_q8_0_q8_0, dot_q8_0_q8_0),
+        ] {
+            for (seed, n) in [(1u64, 32usize), (2, 96), (3, 2048), (4, 4096)] {
+                let w = q(ty, &random(n, seed));
+                let xs: Vec<Vec<u8>> = (0..4)
+                    .map(|k| q(GgmlType::Q8_0, &random(n, seed * 10 + k)))
+                    .collect();
+                let got = four(&w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+                for k in 0..4 {
+                    assert_eq!(
+                        got[k].to_bits(),
+                        one(&w, &xs[k]).to_bits(),
+                        "{ty} n={n} token {k}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Every quantized SIMD kernel returns exactly the scalar reference's bits.
     #[test]
