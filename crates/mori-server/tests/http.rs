@@ -47,6 +47,20 @@ async fn health(addr: &std::net::SocketAddr) -> Value {
         .unwrap()
 }
 
+/// A browser's CORS preflight for a chat completion from `origin`.
+async fn preflight(addr: &std::net::SocketAddr, origin: &str) -> reqwest::Response {
+    client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/v1/chat/completions"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Waits (up to 10 s) until the server reports this many running and waiting generations.
 async fn wait_load(addr: &std::net::SocketAddr, running: u64, waiting: u64, what: &str) {
     let t = Instant::now();
@@ -254,16 +268,7 @@ async fn metrics_request_ids_cors_and_idle_unloading() {
         assert!(m.contains(needle), "metrics lack {needle:?}:\n{m}");
     }
 
-    let pre = client()
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("http://{addr}/v1/chat/completions"),
-        )
-        .header("origin", "http://app.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
+    let pre = preflight(&addr, "http://app.example").await;
     assert_eq!(
         pre.headers().get("access-control-allow-origin").unwrap(),
         "http://app.example"
@@ -301,15 +306,6 @@ async fn metrics_request_ids_cors_and_idle_unloading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_is_off_unless_configured() {
     let addr = common::start(common::config(&[]));
-    let pre = client()
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("http://{addr}/v1/chat/completions"),
-        )
-        .header("origin", "http://app.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
+    let pre = preflight(&addr, "http://app.example").await;
     assert!(pre.headers().get("access-control-allow-origin").is_none());
 }
