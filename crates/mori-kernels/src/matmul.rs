@@ -257,34 +257,66 @@ pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -
         // Contiguous chunk ranges per thread keep each thread's weights streaming.
         let per = n_chunks.div_ceil(n_threads);
         let (c0, c1) = (tid * per, ((tid + 1) * per).min(n_chunks));
+        // Tokens below `t_single` go through the four-token kernel; the rest
+        // through the four-row one.
+        let t_single = if dot4_for(w.ty).is_some() {
+            n_tokens / 4 * 4
+        } else {
+            0
+        };
         for c in c0..c1 {
-            for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n_rows) {
-                let wr = w.row(r, row_bytes);
-                // Four tokens at a time where a four-token kernel exists: each
-                // weight block is unpacked once for the four, with the same bits.
-                let mut t = 0;
-                if let Some(dot4) = dot4_for(w.ty) {
-                    while t + 4 <= n_tokens {
+            if let Some(dot4) = dot4_for(w.ty) {
+                for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n_rows) {
+                    let wr = w.row(r, row_bytes);
+                    // Four tokens at a time: each weight block is unpacked once
+                    // for the four, with the same bits as four single products.
+                    for t in (0..t_single).step_by(4) {
                         let xs = [0, 1, 2, 3].map(|k| match acts.row(t + k) {
                             ActRow::Q(x) => x,
                             ActRow::F32(_) => {
                                 unreachable!("quantized weights take quantized activations")
                             }
                         });
-                        let v = dot4(wr, xs);
-                        for (k, v) in v.into_iter().enumerate() {
+                        for (k, v) in dot4(wr, xs).into_iter().enumerate() {
                             // SAFETY: as below.
                             unsafe { *out.0.add((t + k) * n_rows + r) = v };
                         }
-                        t += 4;
                     }
                 }
-                for t in t..n_tokens {
-                    let v = vec_dot(w.ty, n_cols, wr, acts.row(t));
-                    // SAFETY: `t * n_rows + r` < y.len() (checked above), and row `r`
-                    // belongs to this thread alone.
-                    unsafe { *out.0.add(t * n_rows + r) = v };
+            }
+        }
+        // The tokens left over (all of them when generating), four rows at a
+        // time where a four-row kernel exists. The four rows come from the four
+        // quarters of this thread's rows, so the weights are read as four long
+        // sequential streams that the hardware prefetcher follows; four
+        // neighbouring rows would make four short streams it loses track of.
+        let (r0, r1) = ((c0 * ROW_CHUNK).min(n_rows), (c1 * ROW_CHUNK).min(n_rows));
+        let quarter = (r1 - r0) / 4;
+        let mut done = r0;
+        if t_single < n_tokens && simd::has_dot_rows4(w.ty) {
+            for i in 0..quarter {
+                let rows = [0, 1, 2, 3].map(|k| r0 + k * quarter + i);
+                let ws = rows.map(|r| w.row(r, row_bytes));
+                for t in t_single..n_tokens {
+                    let ActRow::Q(xq) = acts.row(t) else {
+                        unreachable!("quantized weights take quantized activations")
+                    };
+                    let v = simd::dot_rows4(w.ty, n_cols, ws, xq);
+                    for (r, v) in rows.into_iter().zip(v) {
+                        // SAFETY: as below.
+                        unsafe { *out.0.add(t * n_rows + r) = v };
+                    }
                 }
+            }
+            done = r0 + 4 * quarter;
+        }
+        for r in done..r1 {
+            let wr = w.row(r, row_bytes);
+            for t in t_single..n_tokens {
+                let v = vec_dot(w.ty, n_cols, wr, acts.row(t));
+                // SAFETY: `t * n_rows + r` < y.len() (checked above), and row `r`
+                // belongs to this thread alone.
+                unsafe { *out.0.add(t * n_rows + r) = v };
             }
         }
     });
