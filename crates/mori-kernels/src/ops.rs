@@ -44,15 +44,17 @@ pub fn softmax_inplace(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`, with
-/// `silu(x) = x / (1 + exp(-x))` and the `exp` of [`exp_approx`] (the one
-/// llama.cpp's vectorised SwiGLU uses, so the results match it bit for bit).
-pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let s = *g / (1.0 + exp_approx(0.0 - *g));
-        *g = s * u;
+fma_dispatch!(
+    /// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`, with
+    /// `silu(x) = x / (1 + exp(-x))` and the `exp` of [`exp_approx`] (the one
+    /// llama.cpp's vectorised SwiGLU uses, so the results match it bit for bit).
+    pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            let s = *g / (1.0 + exp_approx(0.0 - *g));
+            *g = s * u;
+        }
     }
-}
+);
 
 /// `dst[i] += src[i]`.
 pub fn add_inplace(dst: &mut [f32], src: &[f32]) {
@@ -356,38 +358,42 @@ const LANES: usize = 8;
 /// Attention rows are padded with zeros to a multiple of this.
 const ROW_PAD: usize = 32;
 
-/// Dot product in llama.cpp's AVX2 f16 order (`ggml_vec_dot_f16`): four
-/// 8-lane accumulators of fused multiply-adds over steps of 32 (accumulator
-/// j, lane l takes the elements 32i + 8j + l), combined as (0+2)+(1+3),
-/// then the 8 lanes as halves and two horizontal pair sums; elements past the
-/// last multiple of 32 are added in f64. Matching this order makes the
-/// attention scores and outputs equal llama.cpp's bit for bit.
-pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [[0.0f32; 8]; 4];
-    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
-    let tail = ca.remainder().iter().zip(cb.remainder());
-    for (xa, xb) in ca.zip(cb) {
-        for (j, acc_j) in acc.iter_mut().enumerate() {
-            for (l, s) in acc_j.iter_mut().enumerate() {
-                *s = xa[8 * j + l].mul_add(xb[8 * j + l], *s);
+fma_dispatch!(
+    /// Dot product in llama.cpp's AVX2 f16 order (`ggml_vec_dot_f16`): four
+    /// 8-lane accumulators of fused multiply-adds over steps of 32 (accumulator
+    /// j, lane l takes the elements 32i + 8j + l), combined as (0+2)+(1+3),
+    /// then the 8 lanes as halves and two horizontal pair sums; elements past the
+    /// last multiple of 32 are added in f64. Matching this order makes the
+    /// attention scores and outputs equal llama.cpp's bit for bit.
+    pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+        debug_assert_eq!(a.len(), b.len());
+        let mut acc = [[0.0f32; 8]; 4];
+        let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+        let tail = ca.remainder().iter().zip(cb.remainder());
+        for (xa, xb) in ca.zip(cb) {
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                for (l, s) in acc_j.iter_mut().enumerate() {
+                    *s = xa[8 * j + l].mul_add(xb[8 * j + l], *s);
+                }
             }
         }
+        let x: [f32; 8] =
+            std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+        let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+        let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+        for (p, q) in tail {
+            sum += (p * q) as f64;
+        }
+        sum as f32
     }
-    let x: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
-    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
-    for (p, q) in tail {
-        sum += (p * q) as f64;
-    }
-    sum as f32
-}
+);
 
 /// `exp(x)` by range reduction to `2^n * e^b` and a degree-5 polynomial in
 /// `b`, with fused multiply-adds. Accurate to about 1.5 ulp; it is the
 /// approximation llama.cpp's AVX2 softmax and SiLU use (`ggml_v_expf`), step
 /// for step, so Mori's probabilities and activations match llama.cpp's bit
 /// for bit.
+#[inline]
 pub fn exp_approx(x: f32) -> f32 {
     let c = f32::from_bits;
     let r = c(0x4b40_0000); // 1.5 * 2^23: adding it rounds to an integer
@@ -415,28 +421,30 @@ pub fn exp_approx(x: f32) -> f32 {
     s2.mul_add(j, s2) * s1
 }
 
-/// Softmax in place over a row whose length is a multiple of 8: each group
-/// of 8 exponentials is summed halves-then-pairs and the groups in f64, then
-/// the row is multiplied by the f32 reciprocal of the sum (llama.cpp's order).
-pub fn softmax_lanes(x: &mut [f32]) {
-    debug_assert_eq!(x.len() % LANES, 0);
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        x.iter_mut().for_each(|v| *v = 0.0);
-        return;
-    }
-    let mut sum = 0.0f64;
-    for chunk in x.chunks_exact_mut(LANES) {
-        let mut lanes = [0.0f32; LANES];
-        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-            *v = exp_approx(*v - max);
-            *l = *v;
+fma_dispatch!(
+    /// Softmax in place over a row whose length is a multiple of 8: each group
+    /// of 8 exponentials is summed halves-then-pairs and the groups in f64, then
+    /// the row is multiplied by the f32 reciprocal of the sum (llama.cpp's order).
+    pub fn softmax_lanes(x: &mut [f32]) {
+        debug_assert_eq!(x.len() % LANES, 0);
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            x.iter_mut().for_each(|v| *v = 0.0);
+            return;
         }
-        sum += crate::quants::hsum8(&lanes) as f64;
+        let mut sum = 0.0f64;
+        for chunk in x.chunks_exact_mut(LANES) {
+            let mut lanes = [0.0f32; LANES];
+            for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                *v = exp_approx(*v - max);
+                *l = *v;
+            }
+            sum += crate::quants::hsum8(&lanes) as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        x.iter_mut().for_each(|v| *v *= inv);
     }
-    let inv = (1.0 / sum) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
-}
+);
 
 /// Plain f32 dot product with four accumulators so the compiler can vectorise it.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

@@ -186,6 +186,7 @@ pub fn quantize_q8_1(x: &[f32], y: &mut [u8]) {
 /// the last bit) and levels round half to even. Writes the 32 levels and
 /// returns the scale and the sum of the levels. Used for activations only;
 /// weights use the reference rounding above, as ggml's quantizer does.
+#[inline]
 fn act_levels(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -198,23 +199,27 @@ fn act_levels(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     (amax / 127.0, sum)
 }
 
-/// Q8_0 activations (see [`act_levels`]).
-pub fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
-    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
-        let (d, _) = act_levels(xb, &mut yb[2..34]);
-        put_f16(yb, 0, d);
+fma_dispatch!(
+    /// Q8_0 activations (see [`act_levels`]).
+    pub fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
+        for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
+            let (d, _) = act_levels(xb, &mut yb[2..34]);
+            put_f16(yb, 0, d);
+        }
     }
-}
+);
 
-/// Q8_1 activations (see [`act_levels`]); the sum term is `d` times the sum
-/// of the levels.
-pub fn quantize_q8_1_act(x: &[f32], y: &mut [u8]) {
-    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(36)) {
-        let (d, sum) = act_levels(xb, &mut yb[4..36]);
-        put_f16(yb, 0, d);
-        put_f16(yb, 2, d * sum as f32);
+fma_dispatch!(
+    /// Q8_1 activations (see [`act_levels`]); the sum term is `d` times the sum
+    /// of the levels.
+    pub fn quantize_q8_1_act(x: &[f32], y: &mut [u8]) {
+        for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(36)) {
+            let (d, sum) = act_levels(xb, &mut yb[4..36]);
+            put_f16(yb, 0, d);
+            put_f16(yb, 2, d * sum as f32);
+        }
     }
-}
+);
 
 pub fn dequantize_q4_0(x: &[u8], y: &mut [f32]) {
     for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact_mut(QK)) {
