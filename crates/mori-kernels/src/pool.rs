@@ -1,9 +1,20 @@
 //! A persistent thread pool for the kernels: the same workers run every
 //! matrix product of a forward pass, so a call costs a wake-up, not a spawn.
+//!
+//! A forward pass makes over a hundred calls per token, a few tens of
+//! microseconds apart, so between calls the threads spin for a moment
+//! (yielding the core to anyone who wants it) before they sleep: a futex
+//! wake-up per call would cost more than some of the products it starts.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a thread polls for the next job (or for the others to finish)
+/// before it sleeps.
+const SPIN: Duration = Duration::from_micros(300);
 
 /// A job borrowed for the duration of one [`ThreadPool::run`] call.
 #[derive(Clone, Copy)]
@@ -13,20 +24,48 @@ struct Job(*const (dyn Fn(usize) + Sync));
 // has finished calling it, so sending the pointer to the workers is sound.
 unsafe impl Send for Job {}
 
-struct State {
-    job: Option<Job>,
-    /// Bumped for every job so a worker runs each one exactly once.
-    generation: u64,
-    /// Workers that have not finished the current job.
-    remaining: usize,
-    panicked: bool,
-    shutdown: bool,
-}
-
 struct Shared {
-    state: Mutex<State>,
+    /// The current job; written by `run` before `generation` is bumped.
+    job: Mutex<Option<Job>>,
+    /// Bumped for every job so a worker runs each one exactly once.
+    generation: AtomicU64,
+    /// Workers that have not finished the current job.
+    remaining: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    /// Held to sleep on `start` or `done`, and to notify them.
+    sleep: Mutex<()>,
     start: Condvar,
     done: Condvar,
+}
+
+/// Polls `ready` for up to [`SPIN`], then sleeps on `cv` until it holds.
+fn wait_until(shared: &Shared, cv: &Condvar, ready: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    let mut spins = 0u32;
+    while !ready() {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        if t0.elapsed() > SPIN {
+            let mut g = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            while !ready() {
+                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            return;
+        }
+        // Give the core away if anyone else wants it (more threads than cores).
+        std::thread::yield_now();
+    }
+}
+
+/// Wakes whoever sleeps on `cv`. Taking the lock orders this after a sleeper's
+/// last check of its condition, so the wake-up cannot be lost.
+fn wake(shared: &Shared, cv: &Condvar) {
+    let _g = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+    cv.notify_all();
 }
 
 /// `n_threads` threads (the caller's included) that run a closure together.
@@ -43,13 +82,12 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> Self {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                job: None,
-                generation: 0,
-                remaining: 0,
-                panicked: false,
-                shutdown: false,
-            }),
+            job: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            remaining: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            sleep: Mutex::new(()),
             start: Condvar::new(),
             done: Condvar::new(),
         });
@@ -93,26 +131,20 @@ impl ThreadPool {
                 *const (dyn Fn(usize) + Sync + 'static),
             >(job)
         });
-        {
-            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.job = Some(job);
-            st.generation += 1;
-            st.remaining = self.n_threads - 1;
-            st.panicked = false;
-            self.shared.start.notify_all();
-        }
+        let sh = &*self.shared;
+        *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+        sh.panicked.store(false, Ordering::Relaxed);
+        sh.remaining.store(self.n_threads - 1, Ordering::Relaxed);
+        // Release: a worker that sees the new generation sees the job too.
+        sh.generation.fetch_add(1, Ordering::Release);
+        wake(sh, &sh.start);
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
-        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        while st.remaining > 0 {
-            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        st.job = None;
-        let worker_panicked = st.panicked;
-        drop(st);
+        wait_until(sh, &sh.done, || sh.remaining.load(Ordering::Acquire) == 0);
+        *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
-        if worker_panicked {
+        if sh.panicked.load(Ordering::Relaxed) {
             panic!("a worker thread panicked while running a kernel");
         }
     }
@@ -121,41 +153,35 @@ impl ThreadPool {
 fn worker(idx: usize, shared: &Shared) {
     let mut seen = 0u64;
     loop {
-        let job = {
-            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            while st.generation == seen && !st.shutdown {
-                st = shared.start.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.shutdown {
-                return;
-            }
-            seen = st.generation;
-            st.job
-        };
+        wait_until(shared, &shared.start, || {
+            shared.generation.load(Ordering::Acquire) != seen
+                || shared.shutdown.load(Ordering::Acquire)
+        });
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        seen = shared.generation.load(Ordering::Acquire);
+        let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
         let ok = match job {
             // SAFETY: `run` keeps the closure alive until `remaining` reaches zero,
             // which happens only after this call returns.
             Some(Job(ptr)) => catch_unwind(AssertUnwindSafe(|| unsafe { (*ptr)(idx) })).is_ok(),
             None => true,
         };
-        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if !ok {
-            st.panicked = true;
+            shared.panicked.store(true, Ordering::Relaxed);
         }
-        st.remaining -= 1;
-        if st.remaining == 0 {
-            shared.done.notify_all();
+        // Release: the caller that sees zero sees this thread's writes.
+        if shared.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            wake(shared, &shared.done);
         }
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        {
-            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.shutdown = true;
-            self.shared.start.notify_all();
-        }
+        self.shared.shutdown.store(true, Ordering::Release);
+        wake(&self.shared, &self.shared.start);
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
