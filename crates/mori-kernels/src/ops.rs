@@ -196,6 +196,101 @@ impl Rope {
 mod tests {
     use super::*;
 
+    thread_local! {
+        pub(super) static SCALAR_ATTENTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The SIMD score (q · an f16 key row) has `dot_lanes`' bits. Tested on its
+    /// own: in the whole attention, rounding probabilities to f16 hides most
+    /// last-bit differences of the scores.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_score_is_bit_identical_to_dot_lanes() {
+        use rand::{Rng, SeedableRng};
+        if !crate::simd::has_avx2() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut differs = 0;
+        for hd in [32, 64, 128, 256] {
+            for _ in 0..200 {
+                let mut r = || rng.gen_range(-1.0f32..1.0) * 2f32.powi(rng.gen_range(-8..=4));
+                let q: Vec<f32> = (0..hd).map(|_| half::f16::from_f32(r()).to_f32()).collect();
+                let k: Vec<half::f16> = (0..hd).map(|_| half::f16::from_f32(r())).collect();
+                let kf: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
+                // SAFETY: AVX2/FMA/F16C checked above; `k` holds `hd` values.
+                let fast = unsafe { x86_attn::dot_f16(&q, k.as_ptr()) };
+                let slow = dot_lanes(&q, &kf);
+                assert_eq!(fast.to_bits(), slow.to_bits(), "hd {hd}: {fast} vs {slow}");
+                // How often a plain left-to-right sum differs: the data must be
+                // able to tell summation orders apart for this test to mean anything.
+                let naive = q.iter().zip(&kf).fold(0.0f32, |s, (a, b)| s + a * b);
+                differs += (naive != slow) as usize;
+            }
+        }
+        assert!(
+            differs > 100,
+            "only {differs} of 800 sums depend on the order"
+        );
+    }
+
+    /// The SIMD attention gives exactly the scalar attention's bits (which
+    /// follow llama.cpp's order), for several shapes, GQA and cache lengths.
+    #[test]
+    fn simd_attention_is_bit_identical_to_scalar() {
+        use rand::{Rng, SeedableRng};
+        let pool = crate::ThreadPool::new(2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (n_tokens, pos0, n_head, n_head_kv, hd) in [
+            (1, 0, 4, 2, 64),
+            (5, 37, 4, 2, 64),
+            (3, 70, 2, 1, 128),
+            (33, 0, 8, 8, 32),
+            (64, 200, 8, 2, 64),
+        ] {
+            let n_kv = pos0 + n_tokens;
+            let mut r = |n: usize, s: f32| -> Vec<f32> {
+                // Magnitudes spread over 2^-6..2^6, so that products summed
+                // in another order would round differently.
+                (0..n)
+                    .map(|_| rng.gen_range(-s..s) * 2f32.powi(rng.gen_range(-6..=6)))
+                    .collect()
+            };
+            let q = r(n_tokens * n_head * hd, 1.0);
+            let k: Vec<half::f16> = r(n_kv * n_head_kv * hd, 1.0)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect();
+            let v: Vec<half::f16> = r(n_kv * n_head_kv * hd, 2.0)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect();
+            let shape = AttnShape {
+                n_tokens,
+                pos0,
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            let run = |scalar: bool| {
+                SCALAR_ATTENTION.with(|c| c.set(scalar));
+                let mut out = vec![0.0f32; n_tokens * n_head * hd];
+                attention(&pool, shape, &q, &k, &v, &mut out);
+                SCALAR_ATTENTION.with(|c| c.set(false));
+                out
+            };
+            let (fast, slow) = (run(false), run(true));
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "element {i}: {a} vs {b} (shape {n_tokens}x{n_head}x{hd}, pos0 {pos0})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn rms_norm_unit_weight_gives_unit_rms() {
         let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
@@ -300,6 +395,43 @@ pub fn attention(
         out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
+    #[cfg(target_arch = "x86_64")]
+    if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
+        pool.run(|tid| {
+            let n_pad = n_kv.div_ceil(ROW_PAD) * ROW_PAD;
+            let mut scores = vec![0.0f32; n_pad];
+            let mut qh16 = vec![0.0f32; hd];
+            let mut acc = vec![0.0f32; 32 * hd];
+            let mut item = tid;
+            while item < n_items {
+                let (t, h) = (item / n_head, item % n_head);
+                let kv = AttnKv {
+                    k,
+                    v,
+                    kv_dim,
+                    off: (h / n_gqa) * hd,
+                };
+                let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
+                // SAFETY: AVX2, FMA and F16C are present (checked above); the
+                // slices hold what `AttnKv` documents.
+                unsafe {
+                    x86_attn::attend(
+                        qt,
+                        &kv,
+                        pos0 + t + 1,
+                        scale,
+                        &mut qh16,
+                        &mut scores,
+                        &mut acc,
+                        &mut slot,
+                    )
+                };
+                item += n_threads;
+            }
+        });
+        return;
+    }
     pool.run(|tid| {
         // Rows are padded to whole 32-element steps; the padding holds exact
         // zeros (probability 0, value 0), so it adds nothing.
@@ -350,6 +482,152 @@ pub fn attention(
             item += n_threads;
         }
     });
+}
+
+/// Tests set this to compare the SIMD attention with the scalar one.
+#[cfg(target_arch = "x86_64")]
+fn force_scalar_attention() -> bool {
+    #[cfg(test)]
+    return tests::SCALAR_ATTENTION.with(|c| c.get());
+    #[cfg(not(test))]
+    false
+}
+
+/// One key/value head of the cache: position `p`'s vector starts at
+/// `p * kv_dim + off` in `k` and `v`.
+#[cfg(target_arch = "x86_64")]
+struct AttnKv<'a> {
+    k: &'a [half::f16],
+    v: &'a [half::f16],
+    kv_dim: usize,
+    off: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_attn {
+    //! The attention of one (token, head) with AVX2: the same roundings and
+    //! the same order of every float operation as the scalar code above (and
+    //! llama.cpp), with the cache read row by row and widened eight values at
+    //! a time.
+
+    use super::{softmax_lanes, AttnKv, ROW_PAD};
+    use std::arch::x86_64::*;
+
+    /// Eight f16 values at `p`, widened.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn f16x8(p: *const half::f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    /// `dot_lanes`' final combination of four 8-lane accumulators:
+    /// (0+2)+(1+3), halves, then ((t0+t1)+(t2+t3)).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn combine(a: [__m256; 4]) -> f32 {
+        let x = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+
+        let t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let pairs = _mm_hadd_ps(t, t); // t0+t1, t2+t3, ...
+        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
+    }
+
+    /// `dot_lanes(q, k)` for `k` = the `q.len()` (a multiple of 32) f16
+    /// values at `k`, widened.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) unsafe fn dot_f16(q: &[f32], k: *const half::f16) -> f32 {
+        let mut a = [_mm256_setzero_ps(); 4];
+        for i in (0..q.len()).step_by(32) {
+            for (j, aj) in a.iter_mut().enumerate() {
+                let e = i + 8 * j;
+                *aj = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(e)), f16x8(k.add(e)), *aj);
+            }
+        }
+        combine(a)
+    }
+
+    /// Rounds every value of `x` to f16 and back (round to nearest even).
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn round_f16(x: &mut [f32]) {
+        let mut c = x.chunks_exact_mut(8);
+        for ch in &mut c {
+            let v = _mm256_loadu_ps(ch.as_ptr());
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(ch.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        for v in c.into_remainder() {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
+
+    /// Writes into `out` the attention output of query row `q` over the first
+    /// `n_seen` positions of `kv`. `hd` (= `q.len()`) is a multiple of 32;
+    /// `scores` holds `n_seen` rounded up to 32; `acc` holds 32 · hd floats.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn attend(
+        q: &[f32],
+        kv: &AttnKv<'_>,
+        n_seen: usize,
+        scale: f32,
+        qh16: &mut [f32],
+        scores: &mut [f32],
+        acc: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let hd = q.len();
+        qh16.copy_from_slice(q);
+        round_f16(qh16);
+        let row = |m: &[half::f16], p: usize| m[p * kv.kv_dim + kv.off..][..hd].as_ptr();
+        // Scores: q · k_p in dot_lanes' order, times the scale.
+        for (p, s) in scores[..n_seen].iter_mut().enumerate() {
+            *s = dot_f16(qh16, row(kv.k, p)) * scale;
+        }
+        scores[n_seen..]
+            .iter_mut()
+            .for_each(|s| *s = f32::NEG_INFINITY);
+        softmax_lanes(scores);
+        round_f16(scores);
+        // Output column d is dot_lanes(v[.., d], scores): position p feeds lane
+        // p % 8 of accumulator (p % 32) / 8. Keep those 32 partial sums for
+        // every d (acc[(p % 32) * hd + d]) and walk the cache row by row.
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        let n_pad = scores.len();
+        for p in 0..n_pad {
+            let a = acc[(p % ROW_PAD) * hd..][..hd].as_mut_ptr();
+            let sp = _mm256_set1_ps(scores[p]);
+            if p < n_seen {
+                let vp = row(kv.v, p);
+                for d in (0..hd).step_by(8) {
+                    let v = _mm256_fmadd_ps(f16x8(vp.add(d)), sp, _mm256_loadu_ps(a.add(d)));
+                    _mm256_storeu_ps(a.add(d), v);
+                }
+            } else {
+                // Padding: the scalar code multiplies a +0 value by a +0 score.
+                for d in (0..hd).step_by(8) {
+                    let v = _mm256_add_ps(_mm256_loadu_ps(a.add(d)), _mm256_setzero_ps());
+                    _mm256_storeu_ps(a.add(d), v);
+                }
+            }
+        }
+        // Combine the 32 partial sums of each column in dot_lanes' order, eight
+        // columns at a time: x_l = (a0_l + a2_l) + (a1_l + a3_l), t_l = x_l + x_{l+4},
+        // then (t0 + t1) + (t2 + t3).
+        for d in (0..hd).step_by(8) {
+            let lane = |j: usize, l: usize| _mm256_loadu_ps(acc.as_ptr().add((8 * j + l) * hd + d));
+            let x: [__m256; 8] = std::array::from_fn(|l| {
+                _mm256_add_ps(
+                    _mm256_add_ps(lane(0, l), lane(2, l)),
+                    _mm256_add_ps(lane(1, l), lane(3, l)),
+                )
+            });
+            let t: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(x[l], x[l + 4]));
+            let sum = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+            _mm256_storeu_ps(out.as_mut_ptr().add(d), sum);
+        }
+    }
 }
 
 /// Width of the exponential groups in [`softmax_lanes`].
