@@ -388,32 +388,36 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
     Ok(())
 }
 
-pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
-    check("q8_k", src.len(), QK_K, dst.len(), Q8K)?;
-    for (x, yb) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8K)) {
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
+fma_dispatch!(
+    /// Q8_K activations (ggml's reference rounding); compiled for AVX2 too so
+    /// that rounding is an instruction, not a call.
+    pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
+        check("q8_k", src.len(), QK_K, dst.len(), Q8K)?;
+        for (x, yb) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8K)) {
+            let (mut amax, mut max) = (0.0f32, 0.0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
             }
+            if amax == 0.0 {
+                yb.iter_mut().for_each(|v| *v = 0);
+                continue;
+            }
+            let iscale = -127.0 / max;
+            for j in 0..QK_K {
+                yb[4 + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
+            }
+            for g in 0..16 {
+                let s: i32 = (0..16).map(|k| yb[4 + 16 * g + k] as i8 as i32).sum();
+                yb[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
+            }
+            yb[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
         }
-        if amax == 0.0 {
-            yb.iter_mut().for_each(|v| *v = 0);
-            continue;
-        }
-        let iscale = -127.0 / max;
-        for j in 0..QK_K {
-            yb[4 + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
-        }
-        for g in 0..16 {
-            let s: i32 = (0..16).map(|k| yb[4 + 16 * g + k] as i8 as i32).sum();
-            yb[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
-        }
-        yb[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        Ok(())
     }
-    Ok(())
-}
+);
 
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) -> crate::Result<()> {
     check("q4_k", dst.len(), QK_K, src.len(), Q4K)?;
