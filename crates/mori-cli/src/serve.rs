@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use mori_server::models::ModelSpec;
 use mori_server::ServerConfig;
 
 #[derive(Args)]
@@ -68,10 +69,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         if !path.is_file() {
             bail!("--model {m:?}: {} is not a file", path.display());
         }
-        if models.iter().any(|(n, _): &(String, PathBuf)| *n == name) {
+        if models.iter().any(|s: &ModelSpec| s.name == name) {
             bail!("two models are called {name:?}; name them with NAME=PATH");
         }
-        models.push((name, path));
+        models.push(ModelSpec::file(name, path));
     }
     let mut api_keys = a.api_keys.clone();
     if let Some(f) = &a.api_keys_file {

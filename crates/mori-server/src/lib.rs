@@ -14,7 +14,6 @@ mod openai;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +39,8 @@ use crate::models::Registry;
 /// Everything `mori serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// (name, path) of each served model.
-    pub models: Vec<(String, PathBuf)>,
+    /// The served models.
+    pub models: Vec<models::ModelSpec>,
     pub addr: SocketAddr,
     /// Accepted API keys; empty means no key is required.
     pub api_keys: Vec<String>,

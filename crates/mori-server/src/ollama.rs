@@ -90,6 +90,24 @@ fn check_format(f: &Option<Value>) -> Result<(), ApiError> {
     }
 }
 
+impl Options {
+    /// Fills what the request left out from a recipe's defaults.
+    fn fill_from(&mut self, d: &crate::models::Defaults) {
+        self.num_ctx = self.num_ctx.or(d.num_ctx.map(|n| n as i64));
+        self.num_predict = self.num_predict.or(d.num_predict.map(|n| n as i64));
+        self.temperature = self.temperature.or(d.temperature);
+        self.top_k = self.top_k.or(d.top_k.map(|n| n as i64));
+        self.top_p = self.top_p.or(d.top_p);
+        self.min_p = self.min_p.or(d.min_p);
+        self.repeat_penalty = self.repeat_penalty.or(d.repeat_penalty);
+        self.repeat_last_n = self.repeat_last_n.or(d.repeat_last_n.map(|n| n as i64));
+        self.seed = self.seed.or(d.seed.map(|n| n as i64));
+        if self.stop.is_none() && !d.stop.is_empty() {
+            self.stop = Some(d.stop.clone());
+        }
+    }
+}
+
 /// Engine parameters from Ollama options, with Ollama's defaults.
 fn params(o: &Options, n_vocab: usize) -> Result<(SamplingParams, Option<usize>), ApiError> {
     let _ = n_vocab;
@@ -270,7 +288,7 @@ fn job(
 
 pub async fn chat(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ChatRequest>,
+    ApiJson(mut req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let loaded = state.registry.get(&req.model).await.map_err(err)?;
     check_format(&req.format)?;
@@ -301,6 +319,7 @@ pub async fn chat(
     let prompt = loaded
         .chat_prompt(&req.messages, req.tools.clone(), "messages")
         .map_err(err)?;
+    req.options.fill_from(&loaded.defaults());
     let n_ctx = num_ctx(&state, &loaded, &req.options)?;
     state.check_prompt(prompt.len(), n_ctx).map_err(err)?;
     let (p, max_tokens) = params(&req.options, loaded.model.hparams.n_vocab)?;
@@ -312,7 +331,7 @@ pub async fn chat(
 
 pub async fn generate(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<GenerateRequest>,
+    ApiJson(mut req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     let loaded = state.registry.get(&req.model).await.map_err(err)?;
     check_format(&req.format)?;
@@ -327,9 +346,11 @@ pub async fn generate(
     }
     // A model without a template of its own continues the prompt as text, as
     // `mori run` does; `raw` asks for that explicitly.
+    req.options.fill_from(&loaded.defaults());
     let prompt = if req.raw || !loaded.has_own_template {
         let mut text = String::new();
-        if let Some(s) = req.system.as_deref().filter(|_| !req.raw) {
+        let recipe_system = loaded.recipe.as_ref().and_then(|r| r.system.as_deref());
+        if let Some(s) = req.system.as_deref().or(recipe_system).filter(|_| !req.raw) {
             text.push_str(s);
             text.push_str("\n\n");
         }
@@ -384,14 +405,23 @@ pub async fn tags(State(state): State<AppState>) -> Result<Response, ApiError> {
         models.push(json!({
             "name": name, "model": name, "modified_at": modified,
             "size": meta.map(|m| m.len()).unwrap_or(0),
-            "digest": format!("{:x}", fingerprint_of(&path)),
+            "digest": digest_of(&state, &name, &path),
             "details": details(&loaded),
         }));
     }
     Ok(axum::Json(json!({"models": models})).into_response())
 }
 
-/// A cheap stable identity for a file until the store (with real content digests) exists.
+/// The model's content digest (hex) when it comes from the store; for a file
+/// served by path, a cheap stable identity of the file instead.
+fn digest_of(state: &AppState, name: &str, path: &std::path::Path) -> String {
+    match state.registry.spec(name).and_then(|s| s.digest) {
+        Some(d) => d.trim_start_matches("sha256:").to_string(),
+        None => format!("{:x}", fingerprint_of(path)),
+    }
+}
+
+/// A cheap stable identity for a file outside the store.
 fn fingerprint_of(path: &std::path::Path) -> u128 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -425,9 +455,33 @@ pub async fn show(
         format!("{arch}.feed_forward_length"): hp.n_ff,
         "tokenizer.ggml.vocab_size": hp.n_vocab,
     });
+    let from = match &l.digest {
+        Some(d) => d.clone(),
+        None => state
+            .registry
+            .path(&name)
+            .unwrap_or_default()
+            .display()
+            .to_string(),
+    };
+    let parameters = parameter_lines(&l.defaults());
+    let mut modelfile = format!("FROM {from}\n");
+    for line in parameters.lines() {
+        modelfile.push_str(&format!("PARAMETER {line}\n"));
+    }
+    let recipe = l.recipe.clone().unwrap_or_default();
+    if let Some(sys) = &recipe.system {
+        modelfile.push_str(&format!("SYSTEM \"\"\"{sys}\"\"\"\n"));
+    }
+    for (role, content) in &recipe.messages {
+        modelfile.push_str(&format!("MESSAGE {role} \"\"\"{content}\"\"\"\n"));
+    }
     Ok(axum::Json(json!({
-        "modelfile": format!("FROM {}\n", state.registry.path(&name).unwrap_or_default().display()),
-        "parameters": "",
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "system": recipe.system,
+        "license": recipe.license,
+        "messages": recipe.messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>(),
         "template": l.template.source(),
         "details": details(&l),
         "model_info": model_info,
@@ -435,6 +489,29 @@ pub async fn show(
         "modified_at": l.loaded_at.to_rfc3339(),
     }))
     .into_response())
+}
+
+/// A recipe's defaults as Ollama prints them: one `key value` line each.
+fn parameter_lines(d: &crate::models::Defaults) -> String {
+    let mut out = String::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push_str(&format!("{k} {v}\n"));
+        }
+    };
+    put("temperature", d.temperature.map(|v| v.to_string()));
+    put("top_k", d.top_k.map(|v| v.to_string()));
+    put("top_p", d.top_p.map(|v| v.to_string()));
+    put("min_p", d.min_p.map(|v| v.to_string()));
+    put("repeat_penalty", d.repeat_penalty.map(|v| v.to_string()));
+    put("repeat_last_n", d.repeat_last_n.map(|v| v.to_string()));
+    put("seed", d.seed.map(|v| v.to_string()));
+    put("num_ctx", d.num_ctx.map(|v| v.to_string()));
+    put("num_predict", d.num_predict.map(|v| v.to_string()));
+    for s in &d.stop {
+        put("stop", Some(format!("{s:?}")));
+    }
+    out
 }
 
 pub async fn ps(State(state): State<AppState>) -> impl IntoResponse {
@@ -447,7 +524,7 @@ pub async fn ps(State(state): State<AppState>) -> impl IntoResponse {
             let path = state.registry.path(&l.name).unwrap_or_default();
             json!({
                 "name": l.name, "model": l.name, "size": l.model.info.file_size,
-                "digest": format!("{:x}", fingerprint_of(&path)),
+                "digest": digest_of(&state, &l.name, &path),
                 "details": details(l),
                 "expires_at": (chrono::Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default()).to_rfc3339(),
                 "size_vram": 0,

@@ -57,6 +57,25 @@ pub struct Sampling {
     stop: Option<OneOrMany>,
     n: Option<i64>,
     max_tokens: Option<i64>,
+    /// Not an OpenAI field: a recipe's `repeat_last_n`.
+    repeat_last_n: Option<usize>,
+}
+
+impl Sampling {
+    /// Fills what the request left out from a recipe's defaults.
+    fn fill_from(&mut self, d: &crate::models::Defaults) {
+        self.temperature = self.temperature.or(d.temperature);
+        self.top_p = self.top_p.or(d.top_p);
+        self.top_k = self.top_k.or(d.top_k);
+        self.min_p = self.min_p.or(d.min_p);
+        self.repeat_penalty = self.repeat_penalty.or(d.repeat_penalty);
+        self.seed = self.seed.or(d.seed);
+        self.max_tokens = self.max_tokens.or(d.num_predict.map(|n| n as i64));
+        self.repeat_last_n = self.repeat_last_n.or(d.repeat_last_n);
+        if self.stop.is_none() && !d.stop.is_empty() {
+            self.stop = Some(OneOrMany::Many(d.stop.clone()));
+        }
+    }
 }
 
 /// [`Sampling`] as it arrives. The fields are shared through `#[serde(flatten)]`,
@@ -105,6 +124,7 @@ impl RawSampling {
             stop: field("stop", self.stop)?,
             n: field("n", self.n)?,
             max_tokens: field("max_tokens", self.max_tokens)?,
+            repeat_last_n: None,
         })
     }
 }
@@ -204,7 +224,7 @@ fn sampling_params(s: &Sampling, n_vocab: usize) -> Result<SamplingParams, ApiEr
         repeat_penalty: s.repeat_penalty.unwrap_or(1.0),
         presence_penalty: s.presence_penalty.unwrap_or(0.0),
         frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
-        penalty_last_n: 64,
+        penalty_last_n: s.repeat_last_n.unwrap_or(64),
         logit_bias: bias,
         seed: s.seed.unwrap_or_else(rand_seed),
     })
@@ -419,6 +439,7 @@ pub async fn chat_completions(
         }
     };
     let mut sampling = req.sampling.typed()?;
+    sampling.fill_from(&loaded.defaults());
     let max_tokens = positive("max_completion_tokens", req.max_completion_tokens)?
         .or(positive("max_tokens", sampling.max_tokens)?);
     let mut stop = loaded.template.stop_strings().to_vec();
@@ -487,7 +508,7 @@ fn prepare(
     id_prefix: &str,
     include_usage: bool,
 ) -> Result<Prepared, ApiError> {
-    let n_ctx = state.n_ctx(&loaded.model, None);
+    let n_ctx = state.n_ctx(&loaded.model, loaded.defaults().num_ctx);
     state.check_prompt(prompt.len(), n_ctx)?;
     let n = n_choices(s)?;
     let base = sampling_params(s, loaded.model.hparams.n_vocab)?;
@@ -719,6 +740,7 @@ pub async fn completions(
         }
     };
     let mut sampling = req.sampling.typed()?;
+    sampling.fill_from(&loaded.defaults());
     let max_tokens = positive("max_tokens", sampling.max_tokens)?.or(Some(16));
     let stop = sampling
         .stop

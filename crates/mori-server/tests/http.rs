@@ -150,7 +150,7 @@ async fn full_queue_is_503_with_retry_after_and_disconnects_free_slots() {
     let dir = tempfile::tempdir().unwrap();
     let model = slow_model(dir.path());
     let mut cfg = common::config(&[]);
-    cfg.models = vec![("slow".into(), model)];
+    cfg.models = vec![mori_server::models::ModelSpec::file("slow", model)];
     cfg.parallel = 1;
     cfg.queue = 1;
     cfg.ctx = Some(8192);
@@ -207,7 +207,10 @@ async fn full_queue_is_503_with_retry_after_and_disconnects_free_slots() {
 async fn a_client_that_stops_reading_does_not_stall_others() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(&[]);
-    cfg.models.push(("slow".into(), slow_model(dir.path())));
+    cfg.models.push(mori_server::models::ModelSpec::file(
+        "slow",
+        slow_model(dir.path()),
+    ));
     cfg.ctx = Some(8192);
     let addr = common::start(cfg);
     // The stalled client opens a long stream and never reads it.
@@ -308,4 +311,129 @@ async fn cors_is_off_unless_configured() {
     let addr = common::start(common::config(&[]));
     let pre = preflight(&addr, "http://app.example").await;
     assert!(pre.headers().get("access-control-allow-origin").is_none());
+}
+
+/// A recipe served under its own name: its system prompt and example messages
+/// go in front of every conversation, its parameters are the defaults (a
+/// request's own values win), and `/api/show` tells what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_brings_its_system_prompt_messages_and_defaults() {
+    use mori_server::models::{Defaults, ModelSpec, Recipe};
+    let mut config = common::config(&[]);
+    let recipe = Recipe {
+        system: Some("You answer questions about fortune cookies.".into()),
+        template: None,
+        messages: vec![
+            ("user".into(), "What is a fortune?".into()),
+            ("assistant".into(), "A short saying.".into()),
+        ],
+        defaults: Defaults {
+            temperature: Some(0.0),
+            num_predict: Some(7),
+            seed: Some(5),
+            ..Default::default()
+        },
+        license: Some("BSD".into()),
+    };
+    config.models.push(ModelSpec {
+        name: "fortune-desk".into(),
+        path: common::default_model(),
+        digest: Some("sha256:".to_string() + &"ab".repeat(32)),
+        recipe: Some(recipe.clone()),
+    });
+    let addr = common::start(config);
+
+    let chat = |model: &str, messages: Value, options: Value| {
+        json!({"model": model, "messages": messages, "stream": false, "options": options})
+            .to_string()
+    };
+    let question = json!([{"role": "user", "content": "Tell me my fortune."}]);
+    // The recipe with no options at all...
+    let (st, _, body) = post(
+        &addr,
+        "/api/chat",
+        chat("fortune-desk", question.clone(), json!({})),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let via_recipe: Value = serde_json::from_str(&body).unwrap();
+    // ...answers as the base model does when given the same conversation and options by hand.
+    let by_hand = json!([
+        {"role": "system", "content": recipe.system.clone().unwrap()},
+        {"role": "user", "content": "What is a fortune?"},
+        {"role": "assistant", "content": "A short saying."},
+        {"role": "user", "content": "Tell me my fortune."}
+    ]);
+    let (st, _, body) = post(
+        &addr,
+        "/api/chat",
+        chat(
+            "mori-fortunes",
+            by_hand,
+            json!({"temperature": 0, "num_predict": 7, "seed": 5}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let base: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(via_recipe["message"]["content"], base["message"]["content"]);
+    assert_eq!(via_recipe["prompt_eval_count"], base["prompt_eval_count"]);
+    assert!(
+        via_recipe["eval_count"].as_u64().unwrap() <= 7,
+        "{via_recipe}"
+    );
+    // The request's own values win over the recipe's.
+    let (_, _, body) = post(
+        &addr,
+        "/api/chat",
+        chat("fortune-desk", question.clone(), json!({"num_predict": 2})),
+    )
+    .await;
+    let short: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(short["eval_count"], 2, "{short}");
+    // A conversation with its own system prompt keeps it (the recipe's is not added).
+    let own =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]);
+    let (_, _, body) = post(&addr, "/api/chat", chat("fortune-desk", own, json!({}))).await;
+    let with_own: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        with_own["prompt_eval_count"].as_u64() < via_recipe["prompt_eval_count"].as_u64(),
+        "{with_own}"
+    );
+    // The OpenAI API applies the recipe too.
+    let (st, _, body) = post(
+        &addr,
+        "/v1/chat/completions",
+        json!({"model": "fortune-desk", "messages": question}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let oa: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        oa["choices"][0]["message"]["content"],
+        base["message"]["content"]
+    );
+    assert_eq!(oa["usage"]["prompt_tokens"], base["prompt_eval_count"]);
+
+    let (st, _, body) = post(
+        &addr,
+        "/api/show",
+        json!({"model": "fortune-desk"}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let show: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(show["system"], recipe.system.unwrap());
+    assert_eq!(show["license"], "BSD");
+    let params = show["parameters"].as_str().unwrap();
+    assert!(
+        params.contains("temperature 0") && params.contains("num_predict 7"),
+        "{params}"
+    );
+    let modelfile = show["modelfile"].as_str().unwrap();
+    assert!(
+        modelfile.starts_with(&format!("FROM sha256:{}", "ab".repeat(32))),
+        "{modelfile}"
+    );
+    assert!(modelfile.contains("MESSAGE user"), "{modelfile}");
 }

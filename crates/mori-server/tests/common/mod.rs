@@ -14,7 +14,10 @@ pub fn default_model() -> PathBuf {
 
 pub fn config(keys: &[&str]) -> ServerConfig {
     ServerConfig {
-        models: vec![("mori-fortunes".into(), default_model())],
+        models: vec![mori_server::models::ModelSpec::file(
+            "mori-fortunes",
+            default_model(),
+        )],
         addr: "127.0.0.1:0".parse().unwrap(),
         api_keys: keys.iter().map(|k| k.to_string()).collect(),
         parallel: 2,
