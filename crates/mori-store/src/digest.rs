@@ -101,7 +101,10 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// Copies `reader` into `writer`, hashing on the way; returns the digest and the byte count.
-pub(crate) fn copy_hashing(mut reader: impl Read, mut writer: impl Write) -> io::Result<(Digest, u64)> {
+pub(crate) fn copy_hashing(
+    mut reader: impl Read,
+    mut writer: impl Write,
+) -> io::Result<(Digest, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n_total = 0u64;
@@ -149,7 +152,10 @@ mod tests {
         );
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
         assert_eq!(Digest::parse(&d.hex().to_uppercase()).unwrap(), d);
-        assert_eq!(Digest::from_blob_file_name(&d.blob_file_name()), Some(d.clone()));
+        assert_eq!(
+            Digest::from_blob_file_name(&d.blob_file_name()),
+            Some(d.clone())
+        );
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse(&format!("sha256:{}", "g".repeat(64))).is_err());
         let json = serde_json::to_string(&d).unwrap();

@@ -35,7 +35,8 @@ pub use name::{validate_rel_filename, validate_repo, ModelRef, DEFAULT_NAMESPACE
 pub use pull::{PullOutcome, PullRequest, DEFAULT_ENDPOINT};
 pub use recipe::{Adapter, AdapterFormat, Recipe};
 pub use store::{
-    BlobProblem, BlobProblemKind, GcReport, ModelEntry, RemoveReport, ResolvedModel, Store, VerifyReport,
+    BlobProblem, BlobProblemKind, GcReport, ModelEntry, RemoveReport, ResolvedModel, Store,
+    VerifyReport,
 };
 
 /// Progress of one file in a pull (or one blob in a verify), for drawing a progress bar.

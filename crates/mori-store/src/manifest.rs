@@ -121,7 +121,9 @@ impl Manifest {
 
     /// The GGUF model layer, if this is a GGUF model.
     pub fn gguf_layer(&self) -> Option<&Layer> {
-        self.layers.iter().find(|l| l.media_type == media_type::GGUF)
+        self.layers
+            .iter()
+            .find(|l| l.media_type == media_type::GGUF)
     }
 
     /// GGUF when there is a GGUF layer, else safetensors.
@@ -135,7 +137,11 @@ impl Manifest {
 
     /// Whether the manifest carries recipe layers (parameters, system prompt, …) or a `from`.
     pub fn is_recipe(&self) -> bool {
-        self.from.is_some() || self.layers.iter().any(|l| is_recipe_media_type(&l.media_type))
+        self.from.is_some()
+            || self
+                .layers
+                .iter()
+                .any(|l| is_recipe_media_type(&l.media_type))
     }
 
     /// The digest that names the model's weights: the GGUF blob's digest, or for a safetensors
@@ -205,11 +211,17 @@ pub(crate) fn media_type_for_file(filename: &str) -> &'static str {
     match base {
         "config.json" | "generation_config.json" => media_type::CONFIG,
         "model.safetensors.index.json" => media_type::SAFETENSORS_INDEX,
-        "tokenizer.json" | "tokenizer_config.json" | "tokenizer.model" | "special_tokens_map.json"
-        | "vocab.json" | "merges.txt" => media_type::TOKENIZER,
+        "tokenizer.json"
+        | "tokenizer_config.json"
+        | "tokenizer.model"
+        | "special_tokens_map.json"
+        | "vocab.json"
+        | "merges.txt" => media_type::TOKENIZER,
         _ if base.ends_with(".safetensors") => media_type::SAFETENSORS,
         _ if base.ends_with(".gguf") => media_type::GGUF,
-        _ if base.eq_ignore_ascii_case("license") || base.to_ascii_lowercase().starts_with("license.") => {
+        _ if base.eq_ignore_ascii_case("license")
+            || base.to_ascii_lowercase().starts_with("license.") =>
+        {
             media_type::LICENSE
         }
         _ => media_type::OTHER,

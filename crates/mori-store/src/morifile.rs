@@ -91,7 +91,11 @@ impl Parameters {
 
     /// Sets `key` from its text; the error is the message (without the line).
     fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
-        fn num<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> std::result::Result<T, String> {
+        fn num<T: std::str::FromStr>(
+            key: &str,
+            value: &str,
+            what: &str,
+        ) -> std::result::Result<T, String> {
             value
                 .parse()
                 .map_err(|_| format!("PARAMETER {key}: '{value}' is not {what}"))
@@ -111,11 +115,15 @@ impl Parameters {
             }
         }
         match key {
-            "temperature" => self.temperature = Some(non_negative(key, num(key, value, "a number")?)?),
+            "temperature" => {
+                self.temperature = Some(non_negative(key, num(key, value, "a number")?)?)
+            }
             "top_k" => self.top_k = Some(num(key, value, "a whole number at least 0")?),
             "top_p" => self.top_p = Some(unit(key, num(key, value, "a number")?)?),
             "min_p" => self.min_p = Some(unit(key, num(key, value, "a number")?)?),
-            "repeat_penalty" => self.repeat_penalty = Some(non_negative(key, num(key, value, "a number")?)?),
+            "repeat_penalty" => {
+                self.repeat_penalty = Some(non_negative(key, num(key, value, "a number")?)?)
+            }
             "repeat_last_n" => self.repeat_last_n = Some(num(key, value, "a whole number")?),
             "seed" => self.seed = Some(num(key, value, "a whole number at least 0")?),
             "num_ctx" => {
@@ -261,7 +269,10 @@ impl Morifile {
             }
         }
         if from_line.is_none() {
-            return Err(err(0, "no FROM instruction; a Morifile must name its base model".into()));
+            return Err(err(
+                0,
+                "no FROM instruction; a Morifile must name its base model".into(),
+            ));
         }
         Ok(out)
     }
@@ -310,7 +321,12 @@ fn unquote(s: &str) -> std::result::Result<String, String> {
 /// Reads a text value starting at `rest` (the remainder of the instruction's line): triple-quoted
 /// text may run over the following lines (`next` is advanced past them). A newline right after
 /// the opening `"""` and right before a closing `"""` on its own line is dropped.
-fn read_text(rest: &str, lines: &[&str], next: &mut usize, line_no: usize) -> std::result::Result<String, String> {
+fn read_text(
+    rest: &str,
+    lines: &[&str],
+    next: &mut usize,
+    line_no: usize,
+) -> std::result::Result<String, String> {
     let Some(after) = rest.strip_prefix("\"\"\"") else {
         let text = unquote(rest)?;
         if text.is_empty() {
@@ -328,7 +344,9 @@ fn read_text(rest: &str, lines: &[&str], next: &mut usize, line_no: usize) -> st
     let mut text = String::from(after);
     loop {
         let Some(line) = lines.get(*next) else {
-            return Err(format!("the \"\"\" opened on line {line_no} is never closed"));
+            return Err(format!(
+                "the \"\"\" opened on line {line_no} is never closed"
+            ));
         };
         *next += 1;
         text.push('\n');
@@ -411,8 +429,14 @@ LICENSE """MIT"""
         assert_eq!(
             m.messages,
             vec![
-                Message { role: "user".into(), content: "Hi \"there\"".into() },
-                Message { role: "assistant".into(), content: "Hello.\nWelcome.".into() },
+                Message {
+                    role: "user".into(),
+                    content: "Hi \"there\"".into()
+                },
+                Message {
+                    role: "assistant".into(),
+                    content: "Hello.\nWelcome.".into()
+                },
             ]
         );
         assert_eq!(m.adapters, vec!["./lora.gguf".to_string()]);
@@ -422,7 +446,9 @@ LICENSE """MIT"""
     #[test]
     fn errors_name_the_line() {
         assert_eq!(error_of("FROM x\n\nPARAMETER temprature 1").0, 3);
-        assert!(error_of("FROM x\nPARAMETER temprature 1").1.contains("unknown parameter 'temprature'"));
+        assert!(error_of("FROM x\nPARAMETER temprature 1")
+            .1
+            .contains("unknown parameter 'temprature'"));
         let (line, msg) = error_of("FROM x\nPARAMETER temperature hot");
         assert_eq!(line, 2);
         assert!(msg.contains("'hot' is not a number"), "{msg}");
@@ -448,6 +474,9 @@ LICENSE """MIT"""
         assert_eq!(error_of("FROM x\nSYSTEM").0, 2);
         assert_eq!(error_of("FROM \"unterminated").0, 1);
         let shown = parse("FROM x\nPARAMETER foo 1").unwrap_err().to_string();
-        assert!(shown.starts_with("Morifile:2: unknown parameter 'foo'"), "{shown}");
+        assert!(
+            shown.starts_with("Morifile:2: unknown parameter 'foo'"),
+            "{shown}"
+        );
     }
 }

@@ -42,7 +42,9 @@ impl ModelRef {
             return Err(bad("it contains a NUL byte"));
         }
         if s.contains('\\') {
-            return Err(bad("it contains a backslash; names use '/' between namespace and model"));
+            return Err(bad(
+                "it contains a backslash; names use '/' between namespace and model",
+            ));
         }
         if s.starts_with('/') {
             return Err(bad("it is an absolute path; a name is 'model' or 'namespace/model', optionally with ':tag'"));
@@ -58,7 +60,9 @@ impl ModelRef {
             check_component(part, "name component").map_err(|r| bad(&r))?;
         }
         if parts.len() > 2 {
-            return Err(bad("it has more than one '/'; a name is 'model' or 'namespace/model'"));
+            return Err(bad(
+                "it has more than one '/'; a name is 'model' or 'namespace/model'",
+            ));
         }
         check_component(tag, "tag").map_err(|r| bad(&r))?;
         let (namespace, model) = match parts.as_slice() {
@@ -140,7 +144,9 @@ fn check_component(part: &str, what: &str) -> std::result::Result<(), String> {
         return Err(format!("{what} '{part}' would step outside the store"));
     }
     if part.len() > MAX_COMPONENT_LEN {
-        return Err(format!("{what} '{part}' is longer than {MAX_COMPONENT_LEN} characters"));
+        return Err(format!(
+            "{what} '{part}' is longer than {MAX_COMPONENT_LEN} characters"
+        ));
     }
     if let Some(c) = part
         .chars()
@@ -220,7 +226,10 @@ mod tests {
     #[test]
     fn parses_forms() {
         let r = ModelRef::parse("Qwen").unwrap();
-        assert_eq!((r.namespace(), r.model(), r.tag()), ("library", "qwen", "latest"));
+        assert_eq!(
+            (r.namespace(), r.model(), r.tag()),
+            ("library", "qwen", "latest")
+        );
         assert_eq!(r.to_string(), "qwen:latest");
         let r = ModelRef::parse("org/Model-1.5B:Q4_K_M").unwrap();
         assert_eq!(r.to_string(), "org/model-1.5b:q4_k_m");
@@ -228,7 +237,10 @@ mod tests {
             r.manifest_rel_path(),
             PathBuf::from("manifests/org/model-1.5b/q4_k_m.json")
         );
-        assert_eq!(ModelRef::parse("library/qwen").unwrap(), ModelRef::parse("qwen:latest").unwrap());
+        assert_eq!(
+            ModelRef::parse("library/qwen").unwrap(),
+            ModelRef::parse("qwen:latest").unwrap()
+        );
     }
 
     #[test]
@@ -244,7 +256,10 @@ mod tests {
             );
         }
         let msg = ModelRef::parse("a/../b").unwrap_err().to_string();
-        assert!(msg.contains("'..'") && msg.contains("outside the store"), "{msg}");
+        assert!(
+            msg.contains("'..'") && msg.contains("outside the store"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -256,7 +271,16 @@ mod tests {
         }
         validate_rel_filename("model-00001-of-00002.safetensors").unwrap();
         validate_rel_filename("onnx/model.onnx").unwrap();
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a\\b", "c:x", "a//b", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a\\b",
+            "c:x",
+            "a//b",
+            "a\nb",
+        ] {
             assert!(validate_rel_filename(bad).is_err(), "{bad:?}");
         }
     }

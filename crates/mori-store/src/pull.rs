@@ -10,7 +10,9 @@ use std::time::Duration;
 use fs4::fs_std::FileExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LOCATION, RANGE};
+use reqwest::header::{
+    HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LOCATION, RANGE,
+};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -32,7 +34,11 @@ const DEFAULT_REVISION: &str = "main";
 const MAX_REDIRECTS: usize = 10;
 
 /// Characters escaped in one path segment of a URL.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The files a checkpoint directory needs besides its `*.safetensors`, taken when present.
 const SAFETENSORS_COMPANIONS: &[&str] = &[
@@ -136,7 +142,11 @@ impl Store {
     /// and the next pull resumes with a `Range` request. A file whose bytes do not hash to the
     /// sha256 the hub states is discarded. Concurrent pulls of the same file wait for each
     /// other on a lock file, and the second finds the blob already stored.
-    pub fn pull(&self, request: &PullRequest, progress: &mut dyn FnMut(&Progress)) -> Result<PullOutcome> {
+    pub fn pull(
+        &self,
+        request: &PullRequest,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<PullOutcome> {
         validate_repo(&request.repo)?;
         let reference = request
             .revision
@@ -145,10 +155,14 @@ impl Store {
             .unwrap_or_else(|| DEFAULT_REVISION.into());
         let hub = Hub::new(request, &reference)?;
         let info = hub.revision_info()?;
-        let sha = info.sha.clone().filter(|s| is_safe_revision(s)).ok_or_else(|| Error::HubResponse {
-            url: hub.revision_url(),
-            reason: "the answer has no usable commit 'sha'".into(),
-        })?;
+        let sha = info
+            .sha
+            .clone()
+            .filter(|s| is_safe_revision(s))
+            .ok_or_else(|| Error::HubResponse {
+                url: hub.revision_url(),
+                reason: "the answer has no usable commit 'sha'".into(),
+            })?;
         let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
         let (files, tag) = select_files(&request.repo, &names, request.selector.as_deref())?;
         let name = match &request.name {
@@ -205,12 +219,20 @@ impl Store {
 }
 
 /// Chooses the files to pull and the tag to give them.
-fn select_files(repo: &str, siblings: &[&str], selector: Option<&str>) -> Result<(Vec<String>, String)> {
+fn select_files(
+    repo: &str,
+    siblings: &[&str],
+    selector: Option<&str>,
+) -> Result<(Vec<String>, String)> {
     let select_err = |reason: String| Error::Select {
         repo: repo.into(),
         reason,
     };
-    let ggufs: Vec<&str> = siblings.iter().copied().filter(|f| f.ends_with(".gguf")).collect();
+    let ggufs: Vec<&str> = siblings
+        .iter()
+        .copied()
+        .filter(|f| f.ends_with(".gguf"))
+        .collect();
     let listing = |files: &[&str]| {
         if files.is_empty() {
             "the repository has no .gguf files".to_string()
@@ -320,7 +342,10 @@ fn is_split_part(file: &str) -> bool {
 
 /// A commit id safe to put in a URL path.
 fn is_safe_revision(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// One hub and repository.
@@ -457,8 +482,11 @@ impl Hub {
             let headers = resp.headers();
             let from_hub = self.same_origin(&url);
             if stated.sha256.is_none() {
-                stated.sha256 = header_sha256(headers, "x-linked-etag")
-                    .or_else(|| from_hub.then(|| header_sha256(headers, ETAG.as_str())).flatten());
+                stated.sha256 = header_sha256(headers, "x-linked-etag").or_else(|| {
+                    from_hub
+                        .then(|| header_sha256(headers, ETAG.as_str()))
+                        .flatten()
+                });
             }
             if stated.size.is_none() {
                 stated.size = header_u64(headers, "x-linked-size");
@@ -498,7 +526,13 @@ impl Hub {
             .split('/')
             .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
             .collect();
-        let url_text = format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, sha, path.join("/"));
+        let url_text = format!(
+            "{}/{}/resolve/{}/{}",
+            self.endpoint,
+            self.repo,
+            sha,
+            path.join("/")
+        );
         let url = Url::parse(&url_text).map_err(|e| Error::Http {
             url: url_text.clone(),
             reason: e.to_string(),
@@ -507,9 +541,11 @@ impl Hub {
         // else by what is being downloaded (the commit pins the content).
         let key = match &stated.sha256 {
             Some(d) => d.hex().to_string(),
-            None => Digest::of_bytes(format!("{}\n{}\n{sha}\n{file}", self.endpoint, self.repo).as_bytes())
-                .hex()
-                .to_string(),
+            None => Digest::of_bytes(
+                format!("{}\n{}\n{sha}\n{file}", self.endpoint, self.repo).as_bytes(),
+            )
+            .hex()
+            .to_string(),
         };
         let partial_dir = store.dir(PARTIAL);
         let lock_path = partial_dir.join(format!("{key}.lock"));
@@ -545,16 +581,22 @@ impl Hub {
             let resp = self.get_file(url.clone(), (offset > 0).then_some(offset), &mut stated)?;
             let status = resp.status();
             let mut hasher = Sha256::new();
-            let (mut out, mut done, total) = if offset > 0 && status == StatusCode::PARTIAL_CONTENT {
-                let (start, total) = content_range(resp.headers()).ok_or_else(|| Error::HubResponse {
-                    url: url_text.clone(),
-                    reason: "HTTP 206 without a usable Content-Range".into(),
-                })?;
+            let (mut out, mut done, total) = if offset > 0 && status == StatusCode::PARTIAL_CONTENT
+            {
+                let (start, total) =
+                    content_range(resp.headers()).ok_or_else(|| Error::HubResponse {
+                        url: url_text.clone(),
+                        reason: "HTTP 206 without a usable Content-Range".into(),
+                    })?;
                 if start != offset {
                     fs::remove_file(&part_path).at(&part_path)?;
                     continue;
                 }
-                let mut out = OpenOptions::new().read(true).append(true).open(&part_path).at(&part_path)?;
+                let mut out = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(&part_path)
+                    .at(&part_path)?;
                 out.rewind().at(&part_path)?;
                 let hashed = hash_into(&mut out, &mut hasher).at(&part_path)?;
                 if hashed != offset {
@@ -578,7 +620,9 @@ impl Hub {
                     fs::remove_file(&part_path).at(&part_path)?;
                     return Err(Error::HubResponse {
                         url: url_text,
-                        reason: format!("the hub states {size} bytes for '{file}' but sends {total}"),
+                        reason: format!(
+                            "the hub states {size} bytes for '{file}' but sends {total}"
+                        ),
                     });
                 }
             }
@@ -626,7 +670,9 @@ impl Hub {
                     fs::remove_file(&part_path).at(&part_path)?;
                     return Err(Error::HubResponse {
                         url: url_text,
-                        reason: format!("received {done} bytes for '{file}', more than the {total} stated"),
+                        reason: format!(
+                            "received {done} bytes for '{file}', more than the {total} stated"
+                        ),
                     });
                 }
             }
@@ -710,12 +756,22 @@ mod tests {
         let repo = "org/m";
         let files = ["README.md", "m-Q4_K_M.gguf", "m-Q8_0.gguf", "m-q4_0.gguf"];
         let (f, tag) = select_files(repo, &files, Some("q4_k_m")).unwrap();
-        assert_eq!((f, tag.as_str()), (vec!["m-Q4_K_M.gguf".to_string()], "q4_k_m"));
+        assert_eq!(
+            (f, tag.as_str()),
+            (vec!["m-Q4_K_M.gguf".to_string()], "q4_k_m")
+        );
         let (f, tag) = select_files(repo, &files, Some("m-Q8_0.gguf")).unwrap();
-        assert_eq!((f, tag.as_str()), (vec!["m-Q8_0.gguf".to_string()], "m-q8_0"));
-        let e = select_files(repo, &files, Some("Q4")).unwrap_err().to_string();
+        assert_eq!(
+            (f, tag.as_str()),
+            (vec!["m-Q8_0.gguf".to_string()], "m-q8_0")
+        );
+        let e = select_files(repo, &files, Some("Q4"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("several") && e.contains("m-q4_0.gguf"), "{e}");
-        let e = select_files(repo, &files, Some("Q5_K_M")).unwrap_err().to_string();
+        let e = select_files(repo, &files, Some("Q5_K_M"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("m-Q8_0.gguf"), "{e}");
         let e = select_files(repo, &files, None).unwrap_err().to_string();
         assert!(e.contains("several") && e.contains("m-Q4_K_M.gguf"), "{e}");
@@ -741,8 +797,13 @@ mod tests {
             ]
         );
         assert!(select_files(repo, &["README.md"], None).is_err());
-        let split = ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"];
-        let e = select_files(repo, &split, Some("q4_k_m")).unwrap_err().to_string();
+        let split = [
+            "m-Q4_K_M-00001-of-00002.gguf",
+            "m-Q4_K_M-00002-of-00002.gguf",
+        ];
+        let e = select_files(repo, &split, Some("q4_k_m"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("split"), "{e}");
     }
 

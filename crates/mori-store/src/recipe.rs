@@ -62,7 +62,10 @@ impl Store {
         };
         let json_err = |layer: &Layer, e: serde_json::Error| Error::BadManifest {
             path: self.blob_path(&layer.digest),
-            reason: format!("the {} layer of {name} is not valid JSON: {e}", layer.media_type),
+            reason: format!(
+                "the {} layer of {name} is not valid JSON: {e}",
+                layer.media_type
+            ),
         };
         let mut recipe = Recipe {
             from: manifest.from.clone(),
@@ -71,16 +74,21 @@ impl Store {
         for layer in &manifest.layers {
             match layer.media_type.as_str() {
                 media_type::PARAMS => {
-                    recipe.parameters = serde_json::from_str(&text(layer)?).map_err(|e| json_err(layer, e))?;
+                    recipe.parameters =
+                        serde_json::from_str(&text(layer)?).map_err(|e| json_err(layer, e))?;
                 }
                 media_type::MESSAGES => {
-                    recipe.messages = serde_json::from_str(&text(layer)?).map_err(|e| json_err(layer, e))?;
+                    recipe.messages =
+                        serde_json::from_str(&text(layer)?).map_err(|e| json_err(layer, e))?;
                 }
                 media_type::SYSTEM => recipe.system = Some(text(layer)?),
                 media_type::TEMPLATE => recipe.template = Some(text(layer)?),
                 media_type::LICENSE => recipe.licenses.push(text(layer)?),
                 media_type::ADAPTER => {
-                    let is_gguf_file = layer.filename.as_deref().is_some_and(|f| f.ends_with(".gguf"));
+                    let is_gguf_file = layer
+                        .filename
+                        .as_deref()
+                        .is_some_and(|f| f.ends_with(".gguf"));
                     recipe.adapters.push(Adapter {
                         format: if is_gguf_file {
                             AdapterFormat::Gguf
@@ -134,16 +142,26 @@ impl Store {
             )));
         }
         let (model_layer, base_manifest) = match &resolved.manifest {
-            Some(m) => (m.gguf_layer().expect("a GGUF manifest has a GGUF layer").clone(), Some(m.clone())),
+            Some(m) => (
+                m.gguf_layer()
+                    .expect("a GGUF manifest has a GGUF layer")
+                    .clone(),
+                Some(m.clone()),
+            ),
             None => {
                 let (digest, size) = match &resolved.digest {
-                    Some(d) => (d.clone(), fs::metadata(&resolved.path).at(&resolved.path)?.len()),
+                    Some(d) => (
+                        d.clone(),
+                        fs::metadata(&resolved.path).at(&resolved.path)?.len(),
+                    ),
                     None => {
                         if !is_gguf(&resolved.path)? {
                             return Err(recipe_err(format!(
                                 "FROM {}: {}",
                                 parsed.from,
-                                Error::NotGguf { path: resolved.path.clone() }
+                                Error::NotGguf {
+                                    path: resolved.path.clone()
+                                }
                             )));
                         }
                         self.add_blob_file(&resolved.path)?
@@ -170,26 +188,26 @@ impl Store {
         };
 
         let mut layers = vec![model_layer.clone()];
-        let mut add_blob = |media: &str, bytes: &[u8], filename: Option<String>| -> Result<()> {
+        let mut add_blob = |media: &str, bytes: &[u8]| -> Result<()> {
             let (digest, size) = self.add_blob_bytes(bytes)?;
             layers.push(Layer {
                 media_type: media.into(),
                 digest,
                 size,
-                filename,
+                filename: None,
             });
             Ok(())
         };
         let parameters = base_recipe.parameters.overlaid(&parsed.parameters);
         if !parameters.is_empty() {
             let json = serde_json::to_vec(&parameters).expect("parameters serialise");
-            add_blob(media_type::PARAMS, &json, None)?;
+            add_blob(media_type::PARAMS, &json)?;
         }
         if let Some(system) = parsed.system.as_ref().or(base_recipe.system.as_ref()) {
-            add_blob(media_type::SYSTEM, system.as_bytes(), None)?;
+            add_blob(media_type::SYSTEM, system.as_bytes())?;
         }
         if let Some(template) = parsed.template.as_ref().or(base_recipe.template.as_ref()) {
-            add_blob(media_type::TEMPLATE, template.as_bytes(), None)?;
+            add_blob(media_type::TEMPLATE, template.as_bytes())?;
         }
         let messages = if parsed.messages.is_empty() {
             &base_recipe.messages
@@ -198,7 +216,7 @@ impl Store {
         };
         if !messages.is_empty() {
             let json = serde_json::to_vec(messages).expect("messages serialise");
-            add_blob(media_type::MESSAGES, &json, None)?;
+            add_blob(media_type::MESSAGES, &json)?;
         }
         let licenses = if parsed.licenses.is_empty() {
             &base_recipe.licenses
@@ -206,21 +224,26 @@ impl Store {
             &parsed.licenses
         };
         for license in licenses {
-            add_blob(media_type::LICENSE, license.as_bytes(), None)?;
+            add_blob(media_type::LICENSE, license.as_bytes())?;
         }
-        drop(add_blob);
         // Adapters: the base's (already blobs), then the Morifile's.
         if let Some(m) = &base_manifest {
             layers.extend(
                 m.layers
                     .iter()
-                    .filter(|l| matches!(l.media_type.as_str(), media_type::ADAPTER | media_type::ADAPTER_CONFIG))
+                    .filter(|l| {
+                        matches!(
+                            l.media_type.as_str(),
+                            media_type::ADAPTER | media_type::ADAPTER_CONFIG
+                        )
+                    })
                     .cloned(),
             );
         }
         for adapter in &parsed.adapters {
             let path = base_dir.join(adapter);
-            let found = adapter_files(&path).map_err(|m| recipe_err(format!("ADAPTER {adapter}: {m}")))?;
+            let found =
+                adapter_files(&path).map_err(|m| recipe_err(format!("ADAPTER {adapter}: {m}")))?;
             for (file, media) in found {
                 let (digest, size) = self.add_blob_file(&file)?;
                 layers.push(Layer {
@@ -231,7 +254,9 @@ impl Store {
                 });
             }
         }
-        debug_assert!(layers[1..].iter().all(|l| is_recipe_media_type(&l.media_type)));
+        debug_assert!(layers[1..]
+            .iter()
+            .all(|l| is_recipe_media_type(&l.media_type)));
 
         let mut manifest = Manifest::new(&name, layers);
         manifest.from = Some(model_layer.digest);
@@ -257,12 +282,18 @@ fn adapter_files(path: &Path) -> std::result::Result<Vec<(PathBuf, &'static str)
                 ));
             }
         }
-        return Ok(vec![(weights, media_type::ADAPTER), (config, media_type::ADAPTER_CONFIG)]);
+        return Ok(vec![
+            (weights, media_type::ADAPTER),
+            (config, media_type::ADAPTER_CONFIG),
+        ]);
     }
     let name = file_name(path);
     if name.ends_with(".gguf") {
         if !is_gguf(path).map_err(|e| e.to_string())? {
-            return Err(format!("{} does not start with the GGUF magic", path.display()));
+            return Err(format!(
+                "{} does not start with the GGUF magic",
+                path.display()
+            ));
         }
         return Ok(vec![(path.to_path_buf(), media_type::ADAPTER)]);
     }

@@ -22,7 +22,9 @@ use fs4::fs_std::FileExt;
 
 use crate::digest::{copy_hashing, Digest, HEX_LEN, MIN_PREFIX_LEN};
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{is_recipe_media_type, media_type, media_type_for_file, Layer, Manifest, ModelFormat};
+use crate::manifest::{
+    is_recipe_media_type, media_type, media_type_for_file, Layer, Manifest, ModelFormat,
+};
 use crate::name::{validate_rel_filename, ModelRef};
 use crate::recipe::Recipe;
 use crate::Progress;
@@ -144,9 +146,12 @@ impl std::fmt::Display for BlobProblem {
                 self.digest,
                 self.path.display()
             )?,
-            BlobProblemKind::Missing => {
-                write!(f, "blob {} is missing ({})", self.digest, self.path.display())?
-            }
+            BlobProblemKind::Missing => write!(
+                f,
+                "blob {} is missing ({})",
+                self.digest,
+                self.path.display()
+            )?,
         }
         if self.referenced_by.is_empty() {
             write!(f, "; no manifest refers to it")
@@ -156,6 +161,9 @@ impl std::fmt::Display for BlobProblem {
         }
     }
 }
+
+/// Manifest files that cannot be read, with the reason.
+pub(crate) type BadManifests = Vec<(PathBuf, String)>;
 
 /// A manifest as found on disk.
 pub(crate) struct StoredManifest {
@@ -287,9 +295,10 @@ impl Store {
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<ModelRef> {
         let name = manifest.model_ref()?;
         let path = self.manifest_path(&name);
-        manifest
-            .validate()
-            .map_err(|reason| Error::BadManifest { path: path.clone(), reason })?;
+        manifest.validate().map_err(|reason| Error::BadManifest {
+            path: path.clone(),
+            reason,
+        })?;
         for layer in &manifest.layers {
             if !self.has_blob(&layer.digest) {
                 return Err(Error::MissingBlob {
@@ -323,7 +332,7 @@ impl Store {
     }
 
     /// Every manifest on disk, and those that cannot be read with the reason.
-    pub(crate) fn manifests(&self) -> Result<(Vec<StoredManifest>, Vec<(PathBuf, String)>)> {
+    pub(crate) fn manifests(&self) -> Result<(Vec<StoredManifest>, BadManifests)> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let top = self.dir(MANIFESTS);
@@ -351,7 +360,9 @@ impl Store {
                             continue;
                         }
                     };
-                    let read = fs::read(&file).map_err(|e| e.to_string()).and_then(|b| parse_manifest(&b));
+                    let read = fs::read(&file)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| parse_manifest(&b));
                     match read {
                         Ok(manifest) => {
                             let modified = fs::metadata(&file)
@@ -431,7 +442,10 @@ impl Store {
         let lock = lock_file(&lock_path)?;
         if !FileExt::try_lock_exclusive(&lock).at(&lock_path)? {
             return Ok(GcReport {
-                deferred: Some("another pull, import or create is writing to the store; run gc again later".into()),
+                deferred: Some(
+                    "another pull, import or create is writing to the store; run gc again later"
+                        .into(),
+                ),
                 ..GcReport::default()
             });
         }
@@ -508,7 +522,10 @@ impl Store {
     }
 
     /// [`Store::verify`], reporting each blob's hashing progress (`file` is the digest).
-    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(&Progress)) -> Result<VerifyReport> {
+    pub fn verify_with_progress(
+        &self,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<VerifyReport> {
         let (manifests, bad) = self.manifests()?;
         let mut refs: BTreeMap<Digest, Vec<ModelRef>> = BTreeMap::new();
         for s in &manifests {
@@ -610,7 +627,10 @@ impl Store {
                 recipe: None,
             });
         }
-        if arg.len() >= MIN_PREFIX_LEN && arg.len() <= HEX_LEN && arg.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if arg.len() >= MIN_PREFIX_LEN
+            && arg.len() <= HEX_LEN
+            && arg.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return self.resolve_digest(arg, arg);
         }
         Err(Error::NotFound {
@@ -656,10 +676,15 @@ impl Store {
 
     /// Resolves a full digest or a unique prefix of one (`what` is what the user typed).
     fn resolve_digest(&self, what: &str, hex: &str) -> Result<ResolvedModel> {
-        if hex.len() < MIN_PREFIX_LEN || hex.len() > HEX_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if hex.len() < MIN_PREFIX_LEN
+            || hex.len() > HEX_LEN
+            || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(Error::InvalidDigest {
                 digest: what.into(),
-                reason: format!("expected {MIN_PREFIX_LEN} to {HEX_LEN} hex digits after 'sha256:'"),
+                reason: format!(
+                    "expected {MIN_PREFIX_LEN} to {HEX_LEN} hex digits after 'sha256:'"
+                ),
             });
         }
         let prefix = hex.to_ascii_lowercase();
@@ -679,7 +704,10 @@ impl Store {
             0 => {
                 return Err(Error::NotFound {
                     what: what.into(),
-                    reason: format!("no blob in the store at {} has that digest", self.root.display()),
+                    reason: format!(
+                        "no blob in the store at {} has that digest",
+                        self.root.display()
+                    ),
                 })
             }
             1 => candidates.into_iter().next().expect("one candidate"),
@@ -710,7 +738,12 @@ impl Store {
             .iter()
             .find(|s| s.manifest.layers.iter().any(|l| l.digest == digest))
         {
-            let layer = s.manifest.layers.iter().find(|l| l.digest == digest).expect("found above");
+            let layer = s
+                .manifest
+                .layers
+                .iter()
+                .find(|l| l.digest == digest)
+                .expect("found above");
             return Err(Error::NotAModel {
                 what: what.into(),
                 reason: format!("it is a {} layer of {}", layer.media_type, s.name),
@@ -863,7 +896,8 @@ impl Store {
 
 /// Parses and validates manifest bytes; the error is the reason.
 fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     manifest.validate()?;
     Ok(manifest)
 }

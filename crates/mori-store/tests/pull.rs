@@ -62,7 +62,9 @@ fn pulls_gguf_by_quant_and_pins_the_commit() {
     let (_dir, store) = store();
     let mut events = Vec::new();
     let out = store
-        .pull(&request(&hub, "Org/Tiny-GGUF", Some("q4_k_m")), &mut |p| events.push(p.clone()))
+        .pull(&request(&hub, "Org/Tiny-GGUF", Some("q4_k_m")), &mut |p| {
+            events.push(p.clone())
+        })
         .unwrap();
     assert_eq!(out.name.to_string(), "org/tiny-gguf:q4_k_m");
     assert_eq!(out.downloaded, vec!["tiny-Q4_K_M.gguf".to_string()]);
@@ -79,19 +81,33 @@ fn pulls_gguf_by_quant_and_pins_the_commit() {
     // The download used the pinned commit, not the branch name.
     let reqs = hub.file_requests("tiny-Q4_K_M.gguf");
     assert_eq!(reqs.len(), 1);
-    assert!(reqs[0].path.contains(&format!("/resolve/{SHA}/")), "{:?}", reqs[0]);
+    assert!(
+        reqs[0].path.contains(&format!("/resolve/{SHA}/")),
+        "{:?}",
+        reqs[0]
+    );
     // Progress ends at the full size.
     let last = events.last().unwrap();
-    assert_eq!((last.file.as_str(), last.done, last.total), ("tiny-Q4_K_M.gguf", q4.len() as u64, Some(q4.len() as u64)));
+    assert_eq!(
+        (last.file.as_str(), last.done, last.total),
+        ("tiny-Q4_K_M.gguf", q4.len() as u64, Some(q4.len() as u64))
+    );
 
     // It resolves by name, and a second pull downloads nothing.
     let resolved = store.resolve("org/tiny-gguf:q4_k_m").unwrap();
     assert_eq!(fs::read(&resolved.path).unwrap(), q4);
-    let again = store.pull(&request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M")), &mut no_progress()).unwrap();
+    let again = store
+        .pull(
+            &request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M")),
+            &mut no_progress(),
+        )
+        .unwrap();
     assert!(again.downloaded.is_empty());
     assert_eq!(hub.file_requests("tiny-Q4_K_M.gguf").len(), 1);
     // Nothing is left in partial/ but lock files, and tmp/ is empty.
-    assert!(dir_names(&store.root().join("partial")).iter().all(|f| f.ends_with(".lock")));
+    assert!(dir_names(&store.root().join("partial"))
+        .iter()
+        .all(|f| f.ends_with(".lock")));
     assert!(dir_names(&store.root().join("tmp")).is_empty());
 }
 
@@ -99,18 +115,32 @@ fn pulls_gguf_by_quant_and_pins_the_commit() {
 fn ambiguous_or_missing_selectors_list_the_candidates() {
     let (hub, _, _) = gguf_hub();
     let (_dir, store) = store();
-    let err = store.pull(&request(&hub, "Org/Tiny-GGUF", None), &mut no_progress()).unwrap_err();
+    let err = store
+        .pull(&request(&hub, "Org/Tiny-GGUF", None), &mut no_progress())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Select { .. }), "{msg}");
-    assert!(msg.contains("tiny-Q4_K_M.gguf") && msg.contains("tiny-Q8_0.gguf"), "{msg}");
+    assert!(
+        msg.contains("tiny-Q4_K_M.gguf") && msg.contains("tiny-Q8_0.gguf"),
+        "{msg}"
+    );
     let msg = store
-        .pull(&request(&hub, "Org/Tiny-GGUF", Some("Q5_K_M")), &mut no_progress())
+        .pull(
+            &request(&hub, "Org/Tiny-GGUF", Some("Q5_K_M")),
+            &mut no_progress(),
+        )
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("Q5_K_M") && msg.contains("tiny-Q8_0.gguf"), "{msg}");
+    assert!(
+        msg.contains("Q5_K_M") && msg.contains("tiny-Q8_0.gguf"),
+        "{msg}"
+    );
     // A file name selects that file.
     let out = store
-        .pull(&request(&hub, "Org/Tiny-GGUF", Some("tiny-Q8_0.gguf")), &mut no_progress())
+        .pull(
+            &request(&hub, "Org/Tiny-GGUF", Some("tiny-Q8_0.gguf")),
+            &mut no_progress(),
+        )
         .unwrap();
     assert_eq!(out.name.to_string(), "org/tiny-gguf:tiny-q8_0");
 }
@@ -125,10 +155,23 @@ fn resumes_after_the_server_cuts_a_transfer() {
     let err = store.pull(&req, &mut no_progress()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Interrupted { .. }), "{msg}");
-    assert!(msg.contains("tiny-Q4_K_M.gguf") && msg.contains("resumes"), "{msg}");
-    let part = store.root().join("partial").join(format!("{}.part", sha256_hex(&q4)));
-    assert_eq!(fs::metadata(&part).unwrap().len(), cut_at as u64, "the partial download is kept");
-    assert!(dir_names(&store.root().join("blobs")).is_empty(), "no blob is visible");
+    assert!(
+        msg.contains("tiny-Q4_K_M.gguf") && msg.contains("resumes"),
+        "{msg}"
+    );
+    let part = store
+        .root()
+        .join("partial")
+        .join(format!("{}.part", sha256_hex(&q4)));
+    assert_eq!(
+        fs::metadata(&part).unwrap().len(),
+        cut_at as u64,
+        "the partial download is kept"
+    );
+    assert!(
+        dir_names(&store.root().join("blobs")).is_empty(),
+        "no blob is visible"
+    );
     assert!(store.list().unwrap().is_empty(), "no manifest is visible");
 
     hub.clear_log();
@@ -138,12 +181,23 @@ fn resumes_after_the_server_cuts_a_transfer() {
             first_progress.get_or_insert(p.done);
         })
         .unwrap();
-    assert_eq!(first_progress, Some(cut_at as u64), "progress starts at the resumed offset");
+    assert_eq!(
+        first_progress,
+        Some(cut_at as u64),
+        "progress starts at the resumed offset"
+    );
     let reqs = hub.file_requests("tiny-Q4_K_M.gguf");
     assert_eq!(reqs.len(), 1);
-    assert_eq!(reqs[0].range.as_deref(), Some(format!("bytes={cut_at}-").as_str()));
+    assert_eq!(
+        reqs[0].range.as_deref(),
+        Some(format!("bytes={cut_at}-").as_str())
+    );
     assert_eq!(reqs[0].status, 206);
-    assert_eq!(reqs[0].body_sent, q4.len() - cut_at, "only the rest was served");
+    assert_eq!(
+        reqs[0].body_sent,
+        q4.len() - cut_at,
+        "only the rest was served"
+    );
     assert!(!part.exists());
     let path = store.resolve(&out.name.to_string()).unwrap().path;
     assert_eq!(fs::read(path).unwrap(), q4);
@@ -159,7 +213,10 @@ fn resumes_through_a_redirect_without_lfs_info() {
     let (_dir, store) = store();
     hub.cut_next("tiny-Q4_K_M.gguf", 50_000);
     let req = request(&hub, "Org/Tiny-GGUF", Some("q4_k_m"));
-    assert!(matches!(store.pull(&req, &mut no_progress()), Err(Error::Interrupted { .. })));
+    assert!(matches!(
+        store.pull(&req, &mut no_progress()),
+        Err(Error::Interrupted { .. })
+    ));
     hub.clear_log();
     store.pull(&req, &mut no_progress()).unwrap();
     let log = hub.log();
@@ -169,7 +226,10 @@ fn resumes_through_a_redirect_without_lfs_info() {
     assert_eq!(cdn_hop.status, 206);
     assert_eq!(cdn_hop.range.as_deref(), Some("bytes=50000-"));
     assert_eq!(cdn_hop.body_sent, q4.len() - 50_000);
-    let blob = store.root().join("blobs").join(format!("sha256-{}", sha256_hex(&q4)));
+    let blob = store
+        .root()
+        .join("blobs")
+        .join(format!("sha256-{}", sha256_hex(&q4)));
     assert_eq!(fs::read(blob).unwrap(), q4);
 }
 
@@ -182,14 +242,22 @@ fn wrong_bytes_are_rejected_and_nothing_is_visible() {
         hub.corrupt("tiny-Q4_K_M.gguf");
         let (_dir, store) = store();
         let err = store
-            .pull(&request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M")), &mut no_progress())
+            .pull(
+                &request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M")),
+                &mut no_progress(),
+            )
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::HashMismatch { .. }), "{msg}");
-        assert!(msg.contains("tiny-Q4_K_M.gguf") && msg.contains(&sha256_hex(&q4)), "{msg}");
+        assert!(
+            msg.contains("tiny-Q4_K_M.gguf") && msg.contains(&sha256_hex(&q4)),
+            "{msg}"
+        );
         assert!(dir_names(&store.root().join("blobs")).is_empty());
         assert!(dir_names(&store.root().join("manifests")).is_empty());
-        assert!(dir_names(&store.root().join("partial")).iter().all(|f| f.ends_with(".lock")));
+        assert!(dir_names(&store.root().join("partial"))
+            .iter()
+            .all(|f| f.ends_with(".lock")));
         assert!(dir_names(&store.root().join("tmp")).is_empty());
     }
 }
@@ -216,12 +284,18 @@ fn two_pulls_of_the_same_blob_at_once_both_succeed() {
             .collect();
         for t in threads {
             let out = t.join().unwrap().unwrap();
-            assert_eq!(out.manifest.gguf_layer().unwrap().digest.hex(), sha256_hex(&q4));
+            assert_eq!(
+                out.manifest.gguf_layer().unwrap().digest.hex(),
+                sha256_hex(&q4)
+            );
         }
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
         assert_eq!(report.checked_blobs, 1);
-        let blob = store.root().join("blobs").join(format!("sha256-{}", sha256_hex(&q4)));
+        let blob = store
+            .root()
+            .join("blobs")
+            .join(format!("sha256-{}", sha256_hex(&q4)));
         assert_eq!(fs::read(blob).unwrap(), q4);
         if lfs_in_api {
             // The second found the blob stored and downloaded nothing.
@@ -234,28 +308,48 @@ fn two_pulls_of_the_same_blob_at_once_both_succeed() {
 fn not_found_errors_name_repo_revision_and_file() {
     let (hub, _, _) = gguf_hub();
     let (_dir, store) = store();
-    let err = store.pull(&request(&hub, "org/missing", None), &mut no_progress()).unwrap_err();
+    let err = store
+        .pull(&request(&hub, "org/missing", None), &mut no_progress())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::HubNotFound { .. }), "{msg}");
-    assert!(msg.contains("model 'org/missing' not found at endpoint") && msg.contains(&hub.url), "{msg}");
+    assert!(
+        msg.contains("model 'org/missing' not found at endpoint") && msg.contains(&hub.url),
+        "{msg}"
+    );
     let mut req = request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M"));
     req.revision = Some("v9".into());
-    let msg = store.pull(&req, &mut no_progress()).unwrap_err().to_string();
+    let msg = store
+        .pull(&req, &mut no_progress())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("'v9'"), "{msg}");
     // The API lists a file the resolve endpoint does not have.
     hub.hide("tiny-Q8_0.gguf");
     let err = store
-        .pull(&request(&hub, "Org/Tiny-GGUF", Some("Q8_0")), &mut no_progress())
+        .pull(
+            &request(&hub, "Org/Tiny-GGUF", Some("Q8_0")),
+            &mut no_progress(),
+        )
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::HubNotFound { file: Some(_), .. }), "{msg}");
-    assert!(msg.contains("file 'tiny-Q8_0.gguf'") && msg.contains("Org/Tiny-GGUF"), "{msg}");
+    assert!(
+        matches!(err, Error::HubNotFound { file: Some(_), .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("file 'tiny-Q8_0.gguf'") && msg.contains("Org/Tiny-GGUF"),
+        "{msg}"
+    );
     // An unreachable endpoint is an HTTP error, not a panic.
     let dead = PullRequest {
         endpoint: "http://127.0.0.1:9".into(),
         ..PullRequest::new("org/x")
     };
-    assert!(matches!(store.pull(&dead, &mut no_progress()), Err(Error::Http { .. })));
+    assert!(matches!(
+        store.pull(&dead, &mut no_progress()),
+        Err(Error::Http { .. })
+    ));
     assert!(matches!(
         store.pull(&request(&hub, "../etc", None), &mut no_progress()),
         Err(Error::InvalidRepo { .. })
@@ -271,15 +365,33 @@ fn a_token_is_required_and_then_accepted() {
     let mut req = request(&hub, "Org/Tiny-GGUF", Some("Q4_K_M"));
     let err = store.pull(&req, &mut no_progress()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::HubUnauthorized { token_sent: false, .. }), "{msg}");
-    assert!(msg.contains("HF_TOKEN") && msg.contains("Org/Tiny-GGUF"), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::HubUnauthorized {
+                token_sent: false,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("HF_TOKEN") && msg.contains("Org/Tiny-GGUF"),
+        "{msg}"
+    );
     req.token = Some("wrong".into());
-    let msg = store.pull(&req, &mut no_progress()).unwrap_err().to_string();
+    let msg = store
+        .pull(&req, &mut no_progress())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not accepted"), "{msg}");
     req.token = Some("hf_secret".into());
     hub.clear_log();
     let out = store.pull(&req, &mut no_progress()).unwrap();
-    assert_eq!(out.manifest.gguf_layer().unwrap().digest.hex(), sha256_hex(&q4));
+    assert_eq!(
+        out.manifest.gguf_layer().unwrap().digest.hex(),
+        sha256_hex(&q4)
+    );
     for l in hub.log() {
         if l.path.starts_with("/cdn/") {
             assert_eq!(l.authorization, None, "the token is not sent to the CDN");
@@ -304,16 +416,27 @@ fn pulls_a_safetensors_repository() {
             ("tokenizer_config.json", b"{}".to_vec(), false),
             ("model-00001-of-00002.safetensors", shard1.clone(), true),
             ("model-00002-of-00002.safetensors", shard2.clone(), true),
-            ("model.safetensors.index.json", b"{\"weight_map\":{}}".to_vec(), false),
+            (
+                "model.safetensors.index.json",
+                b"{\"weight_map\":{}}".to_vec(),
+                false,
+            ),
             ("README.md", b"hi".to_vec(), false),
             ("onnx/model.safetensors", bytes(12, 100), true),
         ],
     );
     hub.redirect_lfs(true);
     let (_dir, store) = store();
-    let out = store.pull(&request(&hub, "org/small", None), &mut no_progress()).unwrap();
+    let out = store
+        .pull(&request(&hub, "org/small", None), &mut no_progress())
+        .unwrap();
     assert_eq!(out.name.to_string(), "org/small:latest");
-    let files: Vec<&str> = out.manifest.layers.iter().map(|l| l.filename.as_deref().unwrap()).collect();
+    let files: Vec<&str> = out
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.filename.as_deref().unwrap())
+        .collect();
     assert_eq!(
         files,
         [
@@ -325,7 +448,12 @@ fn pulls_a_safetensors_repository() {
             "model-00002-of-00002.safetensors"
         ]
     );
-    let media: Vec<&str> = out.manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
+    let media: Vec<&str> = out
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
     assert_eq!(media[0], media_type::CONFIG);
     assert_eq!(media[1], media_type::TOKENIZER);
     assert_eq!(media[4], media_type::SAFETENSORS);
@@ -333,8 +461,14 @@ fn pulls_a_safetensors_repository() {
     assert_eq!(resolved.format, ModelFormat::Safetensors);
     assert!(resolved.path.is_dir());
     assert_eq!(fs::read(resolved.path.join("config.json")).unwrap(), config);
-    assert_eq!(fs::read(resolved.path.join("model-00002-of-00002.safetensors")).unwrap(), shard2);
-    assert_eq!(fs::read(resolved.path.join("model-00001-of-00002.safetensors")).unwrap(), shard1);
+    assert_eq!(
+        fs::read(resolved.path.join("model-00002-of-00002.safetensors")).unwrap(),
+        shard2
+    );
+    assert_eq!(
+        fs::read(resolved.path.join("model-00001-of-00002.safetensors")).unwrap(),
+        shard1
+    );
     // Resolving by the set's digest prefix finds the same directory.
     let digest = resolved.digest.clone().unwrap();
     let by_digest = store.resolve(&digest.hex()[..16]).unwrap();

@@ -22,17 +22,31 @@ fn names_that_escape_the_store_are_refused() {
     let (dir, store) = store();
     let gguf = dir.path().join("m.gguf");
     write(&gguf, &fake_gguf(1, 1000));
-    for bad in ["../x", "/abs", "a/../b", "a\\b", "a//b", "", "a/b/c", "x:../y", "a\0b", "a b", "..", "."] {
+    for bad in [
+        "../x", "/abs", "a/../b", "a\\b", "a//b", "", "a/b/c", "x:../y", "a\0b", "a b", "..", ".",
+    ] {
         let err = store.import(&gguf, bad).unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
         assert!(err.to_string().contains("invalid model name"), "{err}");
-        assert!(matches!(store.show(bad), Err(Error::InvalidName { .. })), "{bad:?}");
-        assert!(matches!(store.rm(bad), Err(Error::InvalidName { .. })), "{bad:?}");
-        assert!(matches!(store.cp("whatever", bad), Err(Error::InvalidName { .. })), "{bad:?}");
+        assert!(
+            matches!(store.show(bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(store.rm(bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(store.cp("whatever", bad), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
     }
     // Nothing was written anywhere, inside or outside the store.
     assert_eq!(blob_count(&store), 0);
-    assert!(fs::read_dir(store.root().join("manifests")).unwrap().next().is_none());
+    assert!(fs::read_dir(store.root().join("manifests"))
+        .unwrap()
+        .next()
+        .is_none());
     assert!(!dir.path().join("x").exists() && !dir.path().join("y").exists());
 }
 
@@ -51,7 +65,10 @@ fn imports_gguf_and_safetensors_directories() {
     // A file that is not GGUF is refused.
     let text = dir.path().join("notes.txt");
     write(&text, b"hello");
-    assert!(matches!(store.import(&text, "notes"), Err(Error::NotGguf { .. })));
+    assert!(matches!(
+        store.import(&text, "notes"),
+        Err(Error::NotGguf { .. })
+    ));
 
     // A safetensors directory: every file becomes a blob with its name.
     let st = dir.path().join("hf");
@@ -77,12 +94,18 @@ fn imports_gguf_and_safetensors_directories() {
     assert_eq!(m.format(), ModelFormat::Safetensors);
     let resolved = store.resolve("org/hf-model").unwrap();
     assert_eq!(resolved.format, ModelFormat::Safetensors);
-    assert_eq!(fs::read(resolved.path.join("model.safetensors")).unwrap(), bytes(3, 50_000));
+    assert_eq!(
+        fs::read(resolved.path.join("model.safetensors")).unwrap(),
+        bytes(3, 50_000)
+    );
     // A directory without config.json is refused, naming what is missing.
     let empty = dir.path().join("empty");
     write(&empty.join("model.safetensors"), b"x");
     let msg = store.import(&empty, "e").unwrap_err().to_string();
-    assert!(msg.contains("config.json") && msg.contains("empty"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("empty"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -93,7 +116,9 @@ fn list_show_cp_rm_and_garbage_collection() {
     write(&dir.path().join("a.gguf"), &a);
     write(&dir.path().join("b.gguf"), &b);
     store.import(&dir.path().join("a.gguf"), "alpha").unwrap();
-    store.import(&dir.path().join("b.gguf"), "org/beta:q8").unwrap();
+    store
+        .import(&dir.path().join("b.gguf"), "org/beta:q8")
+        .unwrap();
     store.cp("alpha", "alpha:copy").unwrap();
 
     let list = store.list().unwrap();
@@ -102,7 +127,9 @@ fn list_show_cp_rm_and_garbage_collection() {
     assert_eq!(list[0].digest, list[1].digest);
     assert_eq!(list[1].digest.hex(), sha256_hex(&a));
     assert_eq!(list[2].size, 20_000);
-    assert!(list.iter().all(|e| e.format == ModelFormat::Gguf && !e.recipe));
+    assert!(list
+        .iter()
+        .all(|e| e.format == ModelFormat::Gguf && !e.recipe));
     assert!(list[0].modified > std::time::UNIX_EPOCH);
 
     let shown = store.show("alpha:copy").unwrap();
@@ -125,7 +152,10 @@ fn list_show_cp_rm_and_garbage_collection() {
     assert!(matches!(store.rm("alpha"), Err(Error::NotFound { .. })));
     assert_eq!(store.list().unwrap().len(), 1);
     // The other model still resolves.
-    assert_eq!(fs::read(store.resolve("org/beta:q8").unwrap().path).unwrap(), b);
+    assert_eq!(
+        fs::read(store.resolve("org/beta:q8").unwrap().path).unwrap(),
+        b
+    );
 }
 
 #[test]
@@ -140,7 +170,10 @@ fn garbage_collection_waits_for_writers_and_keeps_blobs_of_unreadable_manifests(
     write(&bad, b"{ not json");
     let report = store.gc().unwrap();
     assert!(report.removed.is_empty());
-    assert!(report.deferred.as_deref().unwrap().contains("broken"), "{report:?}");
+    assert!(
+        report.deferred.as_deref().unwrap().contains("broken"),
+        "{report:?}"
+    );
     assert!(store.has_blob(&stray));
     // verify names the unreadable manifest.
     let v = store.verify().unwrap();
@@ -155,7 +188,10 @@ fn garbage_collection_waits_for_writers_and_keeps_blobs_of_unreadable_manifests(
         FileExt::lock_shared(&lock).unwrap();
         let report = store.gc().unwrap();
         assert!(report.removed.is_empty());
-        assert!(report.deferred.as_deref().unwrap().contains("writing"), "{report:?}");
+        assert!(
+            report.deferred.as_deref().unwrap().contains("writing"),
+            "{report:?}"
+        );
         assert!(store.has_blob(&stray));
     }
     let report = store.gc().unwrap();
@@ -189,11 +225,24 @@ fn verify_names_corrupt_and_missing_blobs_and_their_manifests() {
     assert_eq!(report.problems.len(), 2);
     let corrupt = report.problems.iter().find(|p| p.digest == digest).unwrap();
     assert!(matches!(corrupt.kind, BlobProblemKind::Corrupt { .. }));
-    let names: Vec<String> = corrupt.referenced_by.iter().map(|r| r.to_string()).collect();
+    let names: Vec<String> = corrupt
+        .referenced_by
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     assert_eq!(names, ["m:latest", "org/other:v2"]);
     let text = corrupt.to_string();
-    assert!(text.contains(&digest.to_string()) && text.contains("corrupt") && text.contains("org/other:v2"), "{text}");
-    let missing = report.problems.iter().find(|p| p.digest == n_digest).unwrap();
+    assert!(
+        text.contains(&digest.to_string())
+            && text.contains("corrupt")
+            && text.contains("org/other:v2"),
+        "{text}"
+    );
+    let missing = report
+        .problems
+        .iter()
+        .find(|p| p.digest == n_digest)
+        .unwrap();
     assert_eq!(missing.kind, BlobProblemKind::Missing);
     assert!(missing.to_string().contains("n:latest"));
     // Resolving a name whose blob is missing is an error naming the blob.
@@ -222,13 +271,28 @@ fn resolves_by_name_digest_prefix_and_path() {
     let full = store.resolve(&format!("sha256:{hex}")).unwrap();
     assert_eq!(full.path, by_tag.path);
     assert!(full.manifest.is_some());
-    assert_eq!(store.resolve(&format!("sha256:{}", &hex[..12])).unwrap().path, by_tag.path);
+    assert_eq!(
+        store
+            .resolve(&format!("sha256:{}", &hex[..12]))
+            .unwrap()
+            .path,
+        by_tag.path
+    );
     assert_eq!(store.resolve(&hex[..14]).unwrap().path, by_tag.path);
     // Too short a prefix, an unknown digest and an unknown name are clear errors.
-    assert!(matches!(store.resolve(&format!("sha256:{}", &hex[..8])), Err(Error::InvalidDigest { .. })));
-    assert!(matches!(store.resolve(&format!("sha256:{}", "0".repeat(64))), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.resolve(&format!("sha256:{}", &hex[..8])),
+        Err(Error::InvalidDigest { .. })
+    ));
+    assert!(matches!(
+        store.resolve(&format!("sha256:{}", "0".repeat(64))),
+        Err(Error::NotFound { .. })
+    ));
     let msg = store.resolve("nothing-here").unwrap_err().to_string();
-    assert!(msg.contains("nothing-here") && msg.contains("no such name"), "{msg}");
+    assert!(
+        msg.contains("nothing-here") && msg.contains("no such name"),
+        "{msg}"
+    );
 
     // A path outside the store resolves to itself.
     let by_path = store.resolve(file.to_str().unwrap()).unwrap();
@@ -239,7 +303,11 @@ fn resolves_by_name_digest_prefix_and_path() {
     // Two blobs sharing a 12-digit prefix make that prefix ambiguous: find such a pair cheaply
     // by planting a second blob whose name shares the prefix (a blob is only named by its file).
     let twin = format!("{}{}", &hex[..12], "f".repeat(52));
-    fs::write(store.root().join("blobs").join(format!("sha256-{twin}")), b"GGUFx").unwrap();
+    fs::write(
+        store.root().join("blobs").join(format!("sha256-{twin}")),
+        b"GGUFx",
+    )
+    .unwrap();
     let err = store.resolve(&hex[..12]).unwrap_err();
     assert!(matches!(err, Error::AmbiguousDigest { .. }), "{err}");
     assert!(err.to_string().contains(&twin), "{err}");
@@ -259,6 +327,9 @@ fn open_creates_the_layout_and_from_env_uses_mori_home() {
     assert_eq!(Store::from_env().unwrap().root(), home);
     std::env::remove_var("MORI_HOME");
     if let Some(h) = std::env::var_os("HOME") {
-        assert_eq!(Store::default_root().unwrap(), std::path::Path::new(&h).join(".mori"));
+        assert_eq!(
+            Store::default_root().unwrap(),
+            std::path::Path::new(&h).join(".mori")
+        );
     }
 }

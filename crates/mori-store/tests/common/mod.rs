@@ -15,10 +15,14 @@ use sha2::{Digest as _, Sha256};
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -32,7 +36,10 @@ pub fn fake_gguf(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `data` to `path`, creating parent directories.
@@ -124,7 +131,11 @@ impl Hub {
     }
 
     pub fn cut_next(&self, file: &str, after: usize) {
-        self.state.lock().unwrap().cut.insert(file.to_string(), after);
+        self.state
+            .lock()
+            .unwrap()
+            .cut
+            .insert(file.to_string(), after);
     }
     pub fn corrupt(&self, file: &str) {
         self.state.lock().unwrap().corrupt.insert(file.to_string());
@@ -154,7 +165,10 @@ impl Hub {
     pub fn file_requests(&self, file: &str) -> Vec<Logged> {
         self.log()
             .into_iter()
-            .filter(|l| l.path.contains("/resolve/") && l.path.ends_with(&format!("/{file}")) || l.path.starts_with("/cdn/") && l.path.ends_with(&format!("/{file}")))
+            .filter(|l| {
+                l.path.contains("/resolve/") && l.path.ends_with(&format!("/{file}"))
+                    || l.path.starts_with("/cdn/") && l.path.ends_with(&format!("/{file}"))
+            })
             .collect()
     }
 }
@@ -198,7 +212,11 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let path = target.split('?').next().unwrap().to_string();
     let range = headers.get("range").cloned();
     let authorization = headers.get("authorization").cloned();
@@ -211,7 +229,10 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", reply.body.len()));
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
     let limit = reply.cut.unwrap_or(reply.body.len()).min(reply.body.len());
     // Logged before the reply goes out, so a test that has its answer also sees the entry.
     state.lock().unwrap().log.push(Logged {
@@ -286,7 +307,9 @@ fn route(st: &mut State, path: &str, range: Option<&str>, auth: Option<&str>) ->
             return Reply::status(404, "no such object");
         };
         let mut reply = body_reply(st, &name, &data, range);
-        reply.headers.push(("ETag".into(), "\"cdn-object-etag\"".into()));
+        reply
+            .headers
+            .push(("ETag".into(), "\"cdn-object-etag\"".into()));
         return reply;
     }
     // /{org}/{name}/resolve/{rev}/{file...}
@@ -299,7 +322,11 @@ fn route(st: &mut State, path: &str, range: Option<&str>, auth: Option<&str>) ->
         if parts[3] != "main" && parts[3] != r.sha {
             return Reply::status(404, "Revision not found");
         }
-        let Some(f) = r.files.get(parts[4]).filter(|_| !st.missing.contains(parts[4])) else {
+        let Some(f) = r
+            .files
+            .get(parts[4])
+            .filter(|_| !st.missing.contains(parts[4]))
+        else {
             return Reply::status(404, "Entry not found");
         };
         let (data, lfs) = (f.data.clone(), f.lfs);
@@ -310,10 +337,16 @@ fn route(st: &mut State, path: &str, range: Option<&str>, auth: Option<&str>) ->
                 status: 302,
                 headers: vec![
                     // Another host name for the same server, as a CDN is another host.
-                    ("Location".into(), format!("http://localhost:{}/cdn/{hash}/{file}", st.port)),
+                    (
+                        "Location".into(),
+                        format!("http://localhost:{}/cdn/{hash}/{file}", st.port),
+                    ),
                     ("X-Linked-Etag".into(), format!("\"{hash}\"")),
                     ("X-Linked-Size".into(), data.len().to_string()),
-                    ("ETag".into(), "\"0123456789abcdef0123456789abcdef01234567\"".into()),
+                    (
+                        "ETag".into(),
+                        "\"0123456789abcdef0123456789abcdef01234567\"".into(),
+                    ),
                 ],
                 body: Vec::new(),
                 cut: None,
@@ -322,11 +355,17 @@ fn route(st: &mut State, path: &str, range: Option<&str>, auth: Option<&str>) ->
         let mut reply = body_reply(st, &file, &data, range);
         if lfs {
             reply.headers.push(("ETag".into(), format!("W/\"{hash}\"")));
-            reply.headers.push(("X-Linked-Etag".into(), format!("\"{hash}\"")));
-            reply.headers.push(("X-Linked-Size".into(), data.len().to_string()));
+            reply
+                .headers
+                .push(("X-Linked-Etag".into(), format!("\"{hash}\"")));
+            reply
+                .headers
+                .push(("X-Linked-Size".into(), data.len().to_string()));
         } else {
             // Git blob ids are sha1s: 40 hex digits, which a client must not take for a sha256.
-            reply.headers.push(("ETag".into(), format!("\"{}\"", &hash[..40])));
+            reply
+                .headers
+                .push(("ETag".into(), format!("\"{}\"", &hash[..40])));
         }
         return reply;
     }
@@ -341,7 +380,10 @@ fn body_reply(st: &mut State, file: &str, data: &[u8], range: Option<&str>) -> R
         data[mid] ^= 0xff;
     }
     let total = data.len();
-    let (status, body, mut headers) = match range.and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+    let (status, body, mut headers) = match range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+    {
         Some(from) => {
             let from: usize = from.parse().unwrap();
             if from >= total {
@@ -355,7 +397,10 @@ fn body_reply(st: &mut State, file: &str, data: &[u8], range: Option<&str>) -> R
             (
                 206,
                 data[from..].to_vec(),
-                vec![("Content-Range".into(), format!("bytes {from}-{}/{total}", total - 1))],
+                vec![(
+                    "Content-Range".into(),
+                    format!("bytes {from}-{}/{total}", total - 1),
+                )],
             )
         }
         None => (200, data, Vec::new()),
