@@ -25,6 +25,7 @@ mod morifile;
 mod name;
 mod pull;
 mod recipe;
+mod resolve;
 mod store;
 
 pub use digest::{Digest, MIN_PREFIX_LEN};
@@ -34,9 +35,9 @@ pub use morifile::{Message, Morifile, Parameters, PARAMETER_KEYS};
 pub use name::{validate_rel_filename, validate_repo, ModelRef, DEFAULT_NAMESPACE, DEFAULT_TAG};
 pub use pull::{PullOutcome, PullRequest, DEFAULT_ENDPOINT};
 pub use recipe::{Adapter, AdapterFormat, Recipe};
+pub use resolve::ResolvedModel;
 pub use store::{
-    BlobProblem, BlobProblemKind, GcReport, ModelEntry, RemoveReport, ResolvedModel, Store,
-    VerifyReport,
+    BlobProblem, BlobProblemKind, GcReport, ModelEntry, RemoveReport, Store, VerifyReport,
 };
 
 /// Progress of one file in a pull (or one blob in a verify), for drawing a progress bar.
