@@ -580,6 +580,24 @@ impl Hub {
             }
             let resp = self.get_file(url.clone(), (offset > 0).then_some(offset), &mut stated)?;
             let status = resp.status();
+            // The hub's headers may name a blob the store already has (when the revision API
+            // gave no sha256): then the body is not needed.
+            if let Some(d) = stated
+                .sha256
+                .as_ref()
+                .filter(|d| status.is_success() && store.has_blob(d))
+            {
+                let size = fs::metadata(store.blob_path(d))
+                    .at(store.blob_path(d))?
+                    .len();
+                let _ = fs::remove_file(&part_path);
+                progress(&Progress {
+                    file: file.into(),
+                    done: size,
+                    total: Some(size),
+                });
+                return Ok((d.clone(), size, false));
+            }
             let mut hasher = Sha256::new();
             let (mut out, mut done, total) = if offset > 0 && status == StatusCode::PARTIAL_CONTENT
             {

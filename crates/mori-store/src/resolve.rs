@@ -247,6 +247,8 @@ impl Store {
             }
             fs::remove_dir_all(&dir).at(&dir)?;
         }
+        // Building writes to tmp/, which garbage collection clears unless a writer is active.
+        let _lock = self.writer_lock()?;
         let tmp_dir = self.dir(TMP);
         let tmp = tempfile::Builder::new()
             .prefix("snapshot-")

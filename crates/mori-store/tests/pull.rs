@@ -469,6 +469,22 @@ fn pulls_a_safetensors_repository() {
         fs::read(resolved.path.join("model-00001-of-00002.safetensors")).unwrap(),
         shard1
     );
+    // A pull under a chosen name; the blobs are already stored, so nothing is downloaded even
+    // though only the hub's headers (not the revision API) state the sha256 of the shards.
+    hub.lfs_in_api(false);
+    let mut named = request(&hub, "org/small", None);
+    named.name = Some("Small:Fast".into());
+    let again = store.pull(&named, &mut no_progress()).unwrap();
+    assert_eq!(again.name.to_string(), "small:fast");
+    assert!(
+        again
+            .downloaded
+            .iter()
+            .all(|f| !f.ends_with(".safetensors")),
+        "{:?}",
+        again.downloaded
+    );
+    assert_eq!(again.manifest.model_digest(), out.manifest.model_digest());
     // Resolving by the set's digest prefix finds the same directory.
     let digest = resolved.digest.clone().unwrap();
     let by_digest = store.resolve(&digest.hex()[..16]).unwrap();
