@@ -1,6 +1,5 @@
 //! `mori bench`: prompt processing and generation speed of a model, like llama-bench.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -11,8 +10,8 @@ use rand::{Rng, SeedableRng};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
     /// Prompt tokens processed in one batch (pp); 0 skips the test.
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     n_prompt: usize,
@@ -47,7 +46,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let model = Model::load(&a.model)?;
+    let model = Model::load(crate::store::gguf(&a.model)?)?;
     let threads = a
         .threads
         .unwrap_or_else(crate::commands::default_threads)
@@ -85,7 +84,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": a.model.display().to_string(), "arch": info.arch, "type": ty,
+                "model": a.model.to_string(), "arch": info.arch, "type": ty,
                 "size_bytes": info.file_size, "n_params": info.n_params, "threads": threads,
                 "n_prompt": a.n_prompt, "n_gen": a.n_gen, "reps": a.reps,
                 "pp_tps": pp_tps, "tg_tps": tg_tps, "isa": mori_kernels::simd::isa(),
@@ -94,7 +93,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!(
             "model: {} ({}, {ty}, {:.2} GiB, {} parameters), {threads} threads, {}",
-            a.model.display(),
+            a.model,
             info.arch,
             info.file_size as f64 / (1u64 << 30) as f64,
             info.n_params,

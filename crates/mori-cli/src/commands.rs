@@ -19,8 +19,8 @@ pub fn default_threads() -> usize {
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
     /// The text to tokenize.
     text: String,
     /// Do not add BOS/EOS even where the model asks for them.
@@ -33,8 +33,8 @@ pub struct TokenizeArgs {
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let f = mori_formats::GgufFile::open(&a.model)?;
-    let tok = mori_model::Tokenizer::from_gguf(&f)
-        .with_context(|| format!("{}: tokenizer", a.model.display()))?;
+    let tok =
+        mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model))?;
     let ids = tok.encode(&a.text, !a.no_special, !a.no_parse_special);
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
@@ -42,8 +42,8 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct LogitsArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
     /// Comma-separated token ids, e.g. `1,2,3`.
     #[arg(long, value_delimiter = ',', required = true)]
     tokens: Vec<u32>,
@@ -53,7 +53,7 @@ pub struct LogitsArgs {
 }
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    let model = Model::load(crate::store::gguf(&a.model)?)?;
     let pool = ThreadPool::new(a.threads.unwrap_or_else(default_threads).max(1));
     let mut cache = model.new_cache(a.tokens.len());
     let all = model.forward(&pool, &mut cache, &a.tokens, Logits::All)?;
@@ -69,12 +69,12 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let m = Model::load(&a.model)?;
+    let m = Model::load(crate::store::gguf(&a.model)?)?;
     let hp = &m.hparams;
     println!("file          {}", m.info.path);
     if let Some(name) = &m.info.name {
@@ -269,8 +269,8 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
     /// UTF-8 text file to score (special tokens written in it count as such).
     file: PathBuf,
     /// Tokens per window; each window is scored from a fresh context.
@@ -285,7 +285,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    let model = Model::load(crate::store::gguf(&a.model)?)?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = model.tokenizer.encode(&text, false, true);

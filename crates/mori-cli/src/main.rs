@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod run;
 mod serve;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,23 @@ enum Command {
     Convert(commands::ConvertArgs),
     /// Perplexity of MODEL on a text file: how well it predicts the text.
     Perplexity(commands::PerplexityArgs),
+    /// List the models in the store (MORI_HOME, default ~/.mori).
+    #[command(alias = "ls")]
+    List(store::ListArgs),
+    /// Describe a model: architecture, parameters, tensor types, context, licence, template, digests, size.
+    Show(store::ShowArgs),
+    /// Remove models from the store.
+    Rm(store::RmArgs),
+    /// Copy a model to a new name (sharing its blobs).
+    Cp(store::CpArgs),
+    /// Re-hash every blob of the store and name what is corrupt or missing.
+    Verify(store::VerifyArgs),
+    /// Download a model from a Hugging Face–compatible hub into the store, pinned to a commit.
+    Pull(store::PullArgs),
+    /// Put a GGUF file or a safetensors directory that is already on disk into the store.
+    Import(store::ImportArgs),
+    /// Build a domain model from a recipe (Morifile): base model, system prompt, parameters, adapter, licence.
+    Create(store::CreateArgs),
     /// Developer tools.
     #[command(subcommand)]
     Dev(commands::DevCommand),
@@ -67,6 +85,14 @@ fn main() {
         Command::Info(a) => commands::info(a),
         Command::Convert(a) => commands::convert(a),
         Command::Perplexity(a) => commands::perplexity(a),
+        Command::List(a) => store::list(a),
+        Command::Show(a) => store::show(a),
+        Command::Rm(a) => store::rm(a),
+        Command::Cp(a) => store::cp(a),
+        Command::Verify(a) => store::verify(a),
+        Command::Pull(a) => store::pull(a),
+        Command::Import(a) => store::import(a),
+        Command::Create(a) => store::create(a),
         Command::Dev(c) => commands::dev(c),
     };
     if let Err(e) = result {

@@ -7,14 +7,14 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mori_engine::chat::ChatTemplate;
-use mori_engine::conversation::{ChatError, Conversation};
+use mori_engine::conversation::{ChatError, Conversation, Message};
 use mori_engine::generate::{Completion, FinishReason, GenerateOptions, Piece};
 use mori_engine::sampling::{Sampler, SamplingParams};
 use mori_engine::Session;
@@ -22,42 +22,37 @@ use mori_model::Model;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Path to a .gguf file.
-    model: PathBuf,
+    /// A .gguf file, a name[:tag] in the store, or a digest.
+    model: String,
     /// The prompt; read from standard input when left out and input is piped.
     prompt: Option<String>,
-    /// Randomness of the draw; 0 is greedy.
-    #[arg(
-        long,
-        alias = "temp",
-        default_value_t = 0.8,
-        allow_negative_numbers = true
-    )]
-    temperature: f32,
-    /// Keep only the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the most likely tokens up to this probability (1: all).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the best one (0: none).
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
+    /// Randomness of the draw; 0 is greedy [default: the recipe's, else 0.8].
+    #[arg(long, alias = "temp", allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Keep only the K most likely tokens (0: all) [default: the recipe's, else 40].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the most likely tokens up to this probability (1: all) [default: the recipe's, else 0.95].
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the best one (0: none) [default: the recipe's, else 0.05].
+    #[arg(long)]
+    min_p: Option<f32>,
     /// Locally typical sampling mass (1: off).
     #[arg(long, default_value_t = 1.0)]
     typical_p: f32,
-    /// Penalty on tokens seen in the last --repeat-last-n tokens (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
+    /// Penalty on tokens seen in the last --repeat-last-n tokens (1: off) [default: the recipe's, else 1].
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
     /// Subtracted once from the logit of every token seen in the window.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     presence_penalty: f32,
     /// Subtracted from a token's logit per time it was seen in the window.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     frequency_penalty: f32,
-    /// How many recent tokens the penalties look at (0: penalties off).
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
+    /// How many recent tokens the penalties look at (0: penalties off) [default: the recipe's, else 64].
+    #[arg(long)]
+    repeat_last_n: Option<usize>,
     /// Add BIAS to token ID's logit, as ID=BIAS (repeatable; BIAS may be -inf).
     #[arg(long, value_parser = parse_bias)]
     logit_bias: Vec<(u32, f32)>,
@@ -121,22 +116,44 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let model = Model::load(&a.model)?;
+    let resolved = crate::store::resolve(&a.model)?;
+    if resolved.format != mori_store::ModelFormat::Gguf {
+        bail!(
+            "{:?} is a safetensors model; convert it first: mori convert {} OUT.gguf",
+            a.model,
+            resolved.path.display()
+        );
+    }
+    let model = Model::load(&resolved.path)?;
+    // A recipe's parameters fill in what the command line leaves out.
+    let recipe = resolved.recipe.clone().unwrap_or_default();
+    let rp = &recipe.parameters;
+    let mut a = a;
+    a.system = a.system.take().or(recipe.system.clone());
+    a.max_tokens = a
+        .max_tokens
+        .or(rp.num_predict.and_then(|n| usize::try_from(n).ok()));
+    a.ctx = a.ctx.or(rp.num_ctx.map(|n| n as usize));
+    a.stop.extend(rp.stop.iter().cloned());
+    let a = a;
     let n_ctx = a.ctx.unwrap_or(model.hparams.n_ctx_train.min(4096));
     if n_ctx == 0 {
         bail!("--ctx must be at least 1");
     }
-    let seed = a.seed.unwrap_or_else(rand::random);
+    let seed = a.seed.or(rp.seed).unwrap_or_else(rand::random);
     let params = SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
+        temperature: a.temperature.or(rp.temperature).unwrap_or(0.8),
+        top_k: a.top_k.or(rp.top_k.map(|k| k as usize)).unwrap_or(40),
+        top_p: a.top_p.or(rp.top_p).unwrap_or(0.95),
+        min_p: a.min_p.or(rp.min_p).unwrap_or(0.05),
         typical_p: a.typical_p,
-        repeat_penalty: a.repeat_penalty,
+        repeat_penalty: a.repeat_penalty.or(rp.repeat_penalty).unwrap_or(1.0),
         presence_penalty: a.presence_penalty,
         frequency_penalty: a.frequency_penalty,
-        penalty_last_n: a.repeat_last_n,
+        penalty_last_n: a
+            .repeat_last_n
+            .or(rp.repeat_last_n.and_then(|n| usize::try_from(n).ok()))
+            .unwrap_or(64),
         logit_bias: a.logit_bias.clone(),
         seed,
     };
@@ -159,7 +176,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
             .context("installing the Ctrl-C handler")?;
     }
-    let template = choose_template(&a, &model, prompt.is_none())?;
+    let template = choose_template(&a, &model, recipe.template.as_deref(), prompt.is_none())?;
+    let history: Vec<Message> = recipe
+        .messages
+        .iter()
+        .map(|m| Message::new(&m.role, m.content.clone()))
+        .collect();
     let mut opts = opts;
     if let Some(t) = &template {
         opts.stop.extend(t.stop_strings().iter().cloned());
@@ -174,6 +196,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             &opts,
             &interrupted,
             seed,
+            &history,
         ),
         None => {
             let template = template.expect("a chat always has a template");
@@ -185,6 +208,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 &opts,
                 &interrupted,
                 seed,
+                &history,
             )
         }
     }
@@ -193,9 +217,17 @@ pub fn run(a: RunArgs) -> Result<()> {
 /// The template to use: `--template`, else the model's own; a model without one
 /// gets none for a one-shot prompt (a base model continues text) and the plain
 /// transcript for a chat.
-fn choose_template(a: &RunArgs, model: &Model, chatting: bool) -> Result<Option<ChatTemplate>> {
+fn choose_template(
+    a: &RunArgs,
+    model: &Model,
+    recipe_template: Option<&str>,
+    chatting: bool,
+) -> Result<Option<ChatTemplate>> {
     if a.raw {
         return Ok(None);
+    }
+    if let (None, Some(src)) = (&a.template, recipe_template) {
+        return Ok(Some(ChatTemplate::new("the recipe's template", src)?));
     }
     if let Some(t) = &a.template {
         let path = Path::new(t);
@@ -224,12 +256,14 @@ fn one_shot(
     opts: &GenerateOptions,
     interrupted: &AtomicBool,
     seed: u64,
+    history: &[Message],
 ) -> Result<()> {
     let mut out = Output::new(interrupted);
     let done = match template {
         Some(t) => {
             let mut conv = Conversation::new(session, t);
             conv.set_system(a.system.clone());
+            history.iter().for_each(|m| conv.push(m.clone()));
             conv.reply(prompt, sampler, opts, |p| out.piece(p))?
         }
         None => {
@@ -268,6 +302,7 @@ Commands:
 Write several lines between lines of \"\"\", or end a line with \\ to go on.
 Ctrl-C stops an answer while it is being written.";
 
+#[allow(clippy::too_many_arguments)]
 fn chat(
     a: &RunArgs,
     session: Session<'_>,
@@ -276,15 +311,18 @@ fn chat(
     opts: &GenerateOptions,
     interrupted: &AtomicBool,
     seed: u64,
+    history: &[Message],
 ) -> Result<()> {
     let model = session.model();
     let name = model
         .info
         .name
         .clone()
-        .unwrap_or_else(|| a.model.display().to_string());
+        .unwrap_or_else(|| a.model.to_string());
     let mut conv = Conversation::new(session, template);
     conv.set_system(a.system.clone());
+    // A recipe's example messages open every conversation (and come back after /clear).
+    history.iter().for_each(|m| conv.push(m.clone()));
     let mut rl = rustyline::DefaultEditor::new().context("opening the terminal")?;
     println!(
         "Chatting with {name} (template: {}). /? for help, /bye to leave.",
@@ -305,6 +343,7 @@ fn chat(
                 "bye" | "exit" | "quit" => break,
                 "clear" => {
                     conv.clear();
+                    history.iter().for_each(|m| conv.push(m.clone()));
                     println!("Cleared the conversation.");
                 }
                 "system" if arg.trim().is_empty() => match conv.system() {

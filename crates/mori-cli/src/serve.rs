@@ -11,8 +11,10 @@ use mori_server::ServerConfig;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A model to serve, as PATH or NAME=PATH (repeatable); the name defaults to the file name without .gguf.
-    #[arg(long = "model", short = 'm', required = true)]
+    /// A model to serve (repeatable): a .gguf PATH, a store name[:tag] or digest, or
+    /// NAME=MODEL to serve it as NAME; a file's name defaults to its name without
+    /// .gguf. Without any, every GGUF model of the store is served.
+    #[arg(long = "model", short = 'm')]
     models: Vec<String>,
     /// Address to listen on; loopback unless you say otherwise.
     #[arg(long, default_value = "127.0.0.1")]
@@ -53,26 +55,45 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let mut models = Vec::new();
+    let mut models: Vec<ModelSpec> = Vec::new();
     for m in &a.models {
-        let (name, path) = match m.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(p)),
-            _ => {
-                let p = PathBuf::from(m);
-                let name = p
+        let (alias, target) = match m.split_once('=') {
+            Some((n, t)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), t),
+            _ => (None, m.as_str()),
+        };
+        let path = PathBuf::from(target);
+        let spec = if path.is_file() {
+            let name = match alias {
+                Some(n) => n,
+                None => path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
-                    .with_context(|| format!("--model {m:?} has no file name"))?;
-                (name, p)
+                    .with_context(|| format!("--model {m:?} has no file name"))?,
+            };
+            ModelSpec::file(name, path)
+        } else {
+            let store = mori_store::Store::from_env()?;
+            let mut spec = crate::store::server_model(&store, target).with_context(|| {
+                format!("--model {m:?} is neither a file nor a model in the store")
+            })?;
+            if let Some(n) = alias {
+                spec.name = n;
             }
+            spec
         };
-        if !path.is_file() {
-            bail!("--model {m:?}: {} is not a file", path.display());
+        if models.iter().any(|s| s.name == spec.name) {
+            bail!(
+                "two models are called {:?}; name them with NAME=MODEL",
+                spec.name
+            );
         }
-        if models.iter().any(|s: &ModelSpec| s.name == name) {
-            bail!("two models are called {name:?}; name them with NAME=PATH");
+        models.push(spec);
+    }
+    if a.models.is_empty() {
+        models = crate::store::all_server_models()?;
+        if models.is_empty() {
+            bail!("no models to serve: pass --model PATH or put models in the store (mori pull, mori import, mori create)");
         }
-        models.push(ModelSpec::file(name, path));
     }
     let mut api_keys = a.api_keys.clone();
     if let Some(f) = &a.api_keys_file {

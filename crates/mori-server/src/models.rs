@@ -175,11 +175,8 @@ impl Registry {
 
     /// What `name` is (file, digest, recipe).
     pub fn spec(&self, name: &str) -> Option<ModelSpec> {
-        self.entries
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|e| e.spec.clone())
+        let entries = self.entries.lock().unwrap();
+        lookup(&entries, name).map(|n| entries[&n].spec.clone())
     }
 
     /// Currently loaded models.
@@ -200,22 +197,24 @@ impl Registry {
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Arc<Loaded>, ApiError> {
         let spec = {
             let mut entries = self.entries.lock().unwrap();
-            let Some(e) = entries.get_mut(name) else {
+            let Some(name) = lookup(&entries, name) else {
                 drop(entries);
                 return Err(ApiError::model_not_found(name, &self.names()));
             };
+            let e = entries.get_mut(&name).expect("just found");
             if let Some((l, used)) = &mut e.slot {
                 *used = Instant::now();
                 return Ok(l.clone());
             }
             e.spec.clone()
         };
+        let name = spec.name.clone();
         let loaded = tokio::task::spawn_blocking(move || load(spec))
             .await
             .map_err(|e| ApiError::internal(format!("loading the model failed: {e}")))??;
         let loaded = Arc::new(loaded);
         let mut entries = self.entries.lock().unwrap();
-        let e = entries.get_mut(name).expect("names never disappear");
+        let e = entries.get_mut(&name).expect("names never disappear");
         // Two requests may load at once; the first to finish wins and the other copy is dropped.
         let l = e
             .slot
@@ -250,6 +249,16 @@ impl Registry {
             *used = Instant::now();
         }
     }
+}
+
+/// The served name `name` stands for: itself, or `name:latest` when it has no
+/// tag (as Ollama clients expect of store names).
+fn lookup(entries: &BTreeMap<String, Entry>, name: &str) -> Option<String> {
+    if entries.contains_key(name) {
+        return Some(name.to_string());
+    }
+    let tagged = format!("{name}:latest");
+    (!name.contains(':') && entries.contains_key(&tagged)).then_some(tagged)
 }
 
 fn load(spec: ModelSpec) -> Result<Loaded, ApiError> {

@@ -13,6 +13,10 @@ use mori_model::random::{write_random_model, FileType, RandomSpec};
 use serde_json::{json, Value};
 
 fn client() -> reqwest::Client {
+    // In a workspace build reqwest's features are unified with mori-store's,
+    // which brings rustls without a built-in crypto provider: name one (these
+    // tests speak plain HTTP, but building a client needs it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
