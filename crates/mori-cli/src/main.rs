@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod quantize;
 mod run;
 mod serve;
 
@@ -37,6 +38,8 @@ enum Command {
     Info(commands::InfoArgs),
     /// Convert a Hugging Face model directory (safetensors, config.json, tokenizer.json) to GGUF.
     Convert(commands::ConvertArgs),
+    /// Quantize a GGUF model to Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K, as llama.cpp does.
+    Quantize(quantize::QuantizeArgs),
     /// Perplexity of MODEL on a text file: how well it predicts the text.
     Perplexity(commands::PerplexityArgs),
     /// Developer tools.
@@ -67,6 +70,7 @@ fn main() {
         Command::Info(a) => commands::info(a),
         Command::Convert(a) => commands::convert(a),
         Command::Perplexity(a) => commands::perplexity(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Dev(c) => commands::dev(c),
     };
     if let Err(e) = result {
