@@ -396,8 +396,7 @@ fn convert_rows(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a quantizer thread panicked"))
-            .collect::<std::result::Result<(), _>>()
+            .try_for_each(|h| h.join().expect("a quantizer thread panicked"))
     })?;
     Ok(out)
 }
