@@ -16,8 +16,9 @@
 //!
 //! The output is laid out as llama.cpp lays it out (tensors sorted by layer,
 //! then name; `general.quantization_version` and `general.file_type` moved to
-//! the end of the metadata) and streamed to disk one tensor at a time, so
-//! memory holds one source tensor in f32 rows and one quantized tensor.
+//! the end of the metadata) and streamed to disk one tensor at a time: the
+//! source stays in its memory map, each thread converts one f32 row at a
+//! time, and only the tensor being written is held in memory (quantized).
 
 use std::path::Path;
 use std::time::Instant;
