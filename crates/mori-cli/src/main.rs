@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod quantize;
 mod run;
 mod serve;
 mod store;
@@ -38,6 +39,8 @@ enum Command {
     Info(commands::InfoArgs),
     /// Convert a Hugging Face model directory (safetensors, config.json, tokenizer.json) to GGUF.
     Convert(commands::ConvertArgs),
+    /// Quantize a GGUF model to Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K, as llama.cpp does.
+    Quantize(quantize::QuantizeArgs),
     /// Perplexity of MODEL on a text file: how well it predicts the text.
     Perplexity(commands::PerplexityArgs),
     /// List the models in the store (MORI_HOME, default ~/.mori).
@@ -93,6 +96,7 @@ fn main() {
         Command::Pull(a) => store::pull(a),
         Command::Import(a) => store::import(a),
         Command::Create(a) => store::create(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Dev(c) => commands::dev(c),
     };
     if let Err(e) = result {

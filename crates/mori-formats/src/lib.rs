@@ -13,7 +13,7 @@ mod writer;
 
 pub use reader::{GgufFile, TensorInfo};
 pub use value::{Array, Value};
-pub use writer::GgufWriter;
+pub use writer::{GgufStream, GgufWriter, TensorLayout};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

@@ -397,3 +397,41 @@ fn reads_llama_cpp_vocab_files() {
         assert!(tokens.len() > 30000, "{name}: {} tokens", tokens.len());
     }
 }
+
+#[test]
+fn streamed_file_equals_the_in_memory_one() {
+    use mori_formats::TensorLayout;
+    let whole = sample();
+    let f = GgufFile::from_bytes(whole.to_bytes().unwrap(), "sample.gguf").unwrap();
+    let mut meta = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        meta.add(k.clone(), v.clone());
+    }
+    let layout: Vec<TensorLayout> = f
+        .tensors()
+        .iter()
+        .map(|t| TensorLayout {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streamed.gguf");
+    let mut s = meta.stream(&path, layout.clone()).unwrap();
+    for t in f.tensors() {
+        s.write_tensor(f.tensor_data(t)).unwrap();
+    }
+    s.finish().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), whole.to_bytes().unwrap());
+
+    // A wrong size is refused, and an unfinished stream leaves no file behind.
+    let partial = dir.path().join("partial.gguf");
+    let mut s = meta.stream(&partial, layout).unwrap();
+    let err = s.write_tensor(&[0u8; 3]).unwrap_err().to_string();
+    assert!(err.contains("a.weight") && err.contains("3 bytes"), "{err}");
+    let err = s.finish().unwrap_err().to_string();
+    assert!(err.contains("0 of 3 tensors"), "{err}");
+    assert!(!partial.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

@@ -114,7 +114,7 @@ fn make_qkx2_quants(
         let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l[i] = li as u8;
         let diff = scale * li as f32 + min - x[i];
-        best_error += w[i] * diff * diff;
+        best_error += w[i] * (diff * diff);
     }
     let mut laux = [0u8; 32];
     for is in 0..=nstep {
@@ -139,7 +139,7 @@ fn make_qkx2_quants(
             let mut cur_error = 0.0f32;
             for i in 0..n {
                 let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += w[i] * diff * diff;
+                cur_error += w[i] * (diff * diff);
             }
             if cur_error < best_error {
                 l[..n].copy_from_slice(&laux[..n]);
@@ -310,7 +310,7 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
         l[i] = (li + nmax) as u8;
         let w = xi * xi;
         sumlx += w * xi * li as f32;
-        suml2 += w * (li * li) as f32;
+        suml2 += w * li as f32 * li as f32;
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
@@ -324,7 +324,7 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
             let li = nearest_int(iscale * xi).clamp(-nmax, nmax - 1);
             let w = xi * xi;
             sumlx += w * xi * li as f32;
-            suml2 += w * (li * li) as f32;
+            suml2 += w * li as f32 * li as f32;
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (i, &xi) in x.iter().enumerate() {

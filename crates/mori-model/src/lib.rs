@@ -10,6 +10,7 @@ pub mod convert;
 pub mod hparams;
 pub mod kv_cache;
 pub mod model;
+pub mod quantize;
 pub mod random;
 pub mod registry;
 pub mod tokenizer;
