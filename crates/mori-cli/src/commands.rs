@@ -86,13 +86,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         "file size     {:.2} MiB",
         m.info.file_size as f64 / (1 << 20) as f64
     );
-    let types: Vec<String> = m
-        .info
-        .tensor_types
-        .iter()
-        .map(|(t, n)| format!("{t} x{n}"))
-        .collect();
-    println!("tensor types  {}", types.join(", "));
+    println!("tensor types  {}", tensor_types(&m));
     println!("vocabulary    {}", hp.n_vocab);
     println!("context       {}", hp.n_ctx_train);
     println!(
@@ -100,6 +94,17 @@ pub fn info(a: InfoArgs) -> Result<()> {
         hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_ff
     );
     Ok(())
+}
+
+/// `Q4_K x112, F32 x33, ...`: how many tensors of each type, most common first.
+pub fn tensor_types(m: &Model) -> String {
+    let types: Vec<String> = m
+        .info
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
+    types.join(", ")
 }
 
 #[derive(Args)]

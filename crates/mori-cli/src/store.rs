@@ -188,13 +188,7 @@ pub fn show(a: ShowArgs) -> Result<()> {
         let hp = &m.hparams;
         println!("architecture  {}", m.info.arch);
         println!("parameters    {:.2} M", m.info.n_params as f64 / 1e6);
-        let types: Vec<String> = m
-            .info
-            .tensor_types
-            .iter()
-            .map(|(t, n)| format!("{t} x{n}"))
-            .collect();
-        println!("tensor types  {}", types.join(", "));
+        println!("tensor types  {}", crate::commands::tensor_types(&m));
         println!("context       {}", hp.n_ctx_train);
         match mori_engine::chat::ChatTemplate::from_model(&m)? {
             Some(t) => println!("template      {} ({} bytes)", t.name(), t.source().len()),
