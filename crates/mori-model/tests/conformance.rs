@@ -13,8 +13,11 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::spec_from;
 use mori_kernels::ThreadPool;
-use mori_model::random::{build, FileType, RandomSpec};
+use mori_model::random::build;
 use mori_model::{Logits, Model};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -30,26 +33,6 @@ const KNOWN_TOP1_GAPS: &[&str] = &["qwen3-Q4_1"];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance")
-}
-
-fn spec_from(arch: &str, ty: &str, s: &Value) -> RandomSpec {
-    let u = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("spec field {k}")) as usize;
-    RandomSpec {
-        arch: arch.to_string(),
-        n_vocab: u("vocab"),
-        n_embd: u("embd"),
-        n_layer: u("layers"),
-        n_head: u("heads"),
-        n_head_kv: u("kv_heads"),
-        head_dim: u("head_dim"),
-        n_ff: u("ff"),
-        n_ctx_train: u("ctx"),
-        rope_base: s["rope_base"].as_f64().unwrap() as f32,
-        rms_eps: 1e-5,
-        tied_output: s["tied"].as_bool().unwrap(),
-        file_type: FileType::parse(ty).unwrap(),
-        seed: s["seed"].as_u64().unwrap(),
-    }
 }
 
 fn log_softmax(x: &[f32]) -> Vec<f64> {

@@ -11,12 +11,14 @@
 //! against the source must be within 1% of llama.cpp's. The test prints how
 //! many K tensors matched byte for byte.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use mori_formats::GgufFile;
 use mori_kernels::{GgmlType, ThreadPool};
 use mori_model::quantize::{quantize, QuantType};
-use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::random::{write_random_model, RandomSpec};
 use mori_model::{Logits, Model};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -29,23 +31,7 @@ fn fixture(case: &str) -> Value {
 }
 
 fn spec_from(s: &Value) -> RandomSpec {
-    let u = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("spec field {k}")) as usize;
-    RandomSpec {
-        arch: s["arch"].as_str().unwrap().to_string(),
-        n_vocab: u("vocab"),
-        n_embd: u("embd"),
-        n_layer: u("layers"),
-        n_head: u("heads"),
-        n_head_kv: u("kv_heads"),
-        head_dim: u("head_dim"),
-        n_ff: u("ff"),
-        n_ctx_train: u("ctx"),
-        rope_base: s["rope_base"].as_f64().unwrap() as f32,
-        rms_eps: 1e-5,
-        tied_output: s["tied"].as_bool().unwrap(),
-        file_type: FileType::parse(s["type"].as_str().unwrap()).unwrap(),
-        seed: s["seed"].as_u64().unwrap(),
-    }
+    common::spec_from(s["arch"].as_str().unwrap(), s["type"].as_str().unwrap(), s)
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -1,0 +1,26 @@
+//! What the fixture-driven tests share.
+
+use mori_model::random::{FileType, RandomSpec};
+use serde_json::Value;
+
+/// The random model a fixture's `spec` object describes, as architecture `arch`
+/// in type `ty` (the recording scripts write the same fields).
+pub fn spec_from(arch: &str, ty: &str, s: &Value) -> RandomSpec {
+    let u = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("spec field {k}")) as usize;
+    RandomSpec {
+        arch: arch.to_string(),
+        n_vocab: u("vocab"),
+        n_embd: u("embd"),
+        n_layer: u("layers"),
+        n_head: u("heads"),
+        n_head_kv: u("kv_heads"),
+        head_dim: u("head_dim"),
+        n_ff: u("ff"),
+        n_ctx_train: u("ctx"),
+        rope_base: s["rope_base"].as_f64().unwrap() as f32,
+        rms_eps: 1e-5,
+        tied_output: s["tied"].as_bool().unwrap(),
+        file_type: FileType::parse(ty).unwrap(),
+        seed: s["seed"].as_u64().unwrap(),
+    }
+}
