@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use mori_engine::Session;
 use mori_kernels::ThreadPool;
 use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::random_hf::{write_random_hf, HfDtype};
 use mori_model::{Logits, Model};
 
 pub fn default_threads() -> usize {
@@ -175,6 +176,9 @@ fn run_demo(path: &std::path::Path, a: &DemoArgs) -> Result<()> {
 pub enum DevCommand {
     /// Write a random-weight model of a supported architecture.
     RandomModel(RandomModelArgs),
+    /// Write a random-weight Hugging Face checkpoint (config.json, model.safetensors,
+    /// tokenizer.json) into the directory OUT; --type is F32, F16 or BF16.
+    RandomHf(RandomModelArgs),
 }
 
 #[derive(Args)]
@@ -211,29 +215,46 @@ pub struct RandomModelArgs {
     seed: u64,
 }
 
+impl RandomModelArgs {
+    fn spec(&self, file_type: FileType) -> RandomSpec {
+        RandomSpec {
+            arch: self.arch.clone(),
+            n_vocab: self.vocab,
+            n_embd: self.embd,
+            n_layer: self.layers,
+            n_head: self.heads,
+            n_head_kv: self.kv_heads,
+            head_dim: self.head_dim,
+            n_ff: self.ff,
+            n_ctx_train: self.ctx,
+            rope_base: self.rope_base,
+            rms_eps: 1e-5,
+            tied_output: self.tied,
+            file_type,
+            seed: self.seed,
+        }
+    }
+}
+
 pub fn dev(c: DevCommand) -> Result<()> {
     match c {
         DevCommand::RandomModel(a) => {
             let Some(file_type) = FileType::parse(&a.ty) else {
                 bail!("unknown tensor type '{}'", a.ty)
             };
-            let spec = RandomSpec {
-                arch: a.arch,
-                n_vocab: a.vocab,
-                n_embd: a.embd,
-                n_layer: a.layers,
-                n_head: a.heads,
-                n_head_kv: a.kv_heads,
-                head_dim: a.head_dim,
-                n_ff: a.ff,
-                n_ctx_train: a.ctx,
-                rope_base: a.rope_base,
-                rms_eps: 1e-5,
-                tied_output: a.tied,
-                file_type,
-                seed: a.seed,
+            write_random_model(&a.spec(file_type), &a.out)?;
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+        DevCommand::RandomHf(a) => {
+            let Some(dtype) = HfDtype::parse(&a.ty) else {
+                bail!("a checkpoint stores F32, F16 or BF16, not '{}'", a.ty)
             };
-            write_random_model(&spec, &a.out)?;
+            write_random_hf(
+                &a.spec(FileType::Uniform(mori_kernels::GgmlType::F32)),
+                dtype,
+                &a.out,
+            )?;
             eprintln!("wrote {}", a.out.display());
             Ok(())
         }

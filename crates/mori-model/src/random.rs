@@ -342,7 +342,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
 
 /// A standard normal sample by Box–Muller, computed in f64 so the result is
 /// the same on every machine.
-fn normal(rng: &mut ChaCha8Rng) -> f32 {
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = rng.gen::<f64>().max(1e-300);
     let u2: f64 = rng.gen::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use mori_formats::{Array, GgufFile};
 
+pub(crate) use bpe::byte_to_unicode;
 pub use bpe::PreTokenizer;
 
 /// What is wrong with a vocabulary.
