@@ -24,6 +24,26 @@ pub struct ModelInfo {
     pub tensor_types: Vec<(GgmlType, usize)>,
 }
 
+impl ModelInfo {
+    /// Reads what [`ModelInfo`] shows from a GGUF file's header alone, without
+    /// building the network (listing many models stays cheap).
+    pub fn read(path: impl AsRef<Path>) -> Result<ModelInfo> {
+        let path = path.as_ref();
+        ModelInfo::of(&GgufFile::open(path)?, path)
+    }
+
+    fn of(file: &GgufFile, path: &Path) -> Result<ModelInfo> {
+        Ok(ModelInfo {
+            path: path.display().to_string(),
+            arch: file.require_str("general.architecture")?.to_string(),
+            name: file.get_str("general.name")?.map(str::to_string),
+            n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
+            file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            tensor_types: count_types(file),
+        })
+    }
+}
+
 pub struct Model {
     pub hparams: HParams,
     pub tokenizer: Tokenizer,
@@ -51,14 +71,7 @@ impl Model {
         })?;
         let hparams = HParams::from_gguf(&file, &arch, tokenizer.n_vocab())?;
         let net = (entry.load)(file.clone(), hparams.clone())?;
-        let info = ModelInfo {
-            path: shown,
-            arch,
-            name: file.get_str("general.name")?.map(str::to_string),
-            n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
-            file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            tensor_types: count_types(&file),
-        };
+        let info = ModelInfo::of(&file, path)?;
         tracing::debug!(arch = %info.arch, n_params = info.n_params, "model loaded");
         Ok(Model {
             hparams,
