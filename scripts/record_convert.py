@@ -12,7 +12,8 @@ For every case in CASES this script
      GGUF, one token at a time without weight repacking, as
      record_conformance.py does,
   4. runs the same tokens through Hugging Face `transformers` on the checkpoint
-     itself (float32, CPU torch),
+     itself (float32, CPU torch), and records how its tokenizer encodes a few
+     texts,
 and stores both logits as little-endian f16 [n_pos][vocab] under
 crates/mori-model/tests/fixtures/convert/ with one manifest.json.
 
@@ -132,6 +133,25 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 """
 
 
+TOKENIZE = r"""
+import json, sys, transformers
+tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1])
+texts = json.loads(sys.argv[2])
+print(json.dumps([tok(t, add_special_tokens=True)["input_ids"] for t in texts]))
+"""
+
+# Texts whose encodings are recorded: plain words, spaces and newlines, digits,
+# text outside the merges, and a special token written in the text.
+TEXTS = [
+    "the rain in spain stays mainly in the plain",
+    "  leading spaces,\n\nnewlines\tand tabs  ",
+    "Numbers 12345 and 3.14; CAPS and MiXeD",
+    "héllo wörld — 東京 🚀",
+    "<|im_start|>user\nhi there<|im_end|>",
+    "",
+]
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -189,10 +209,12 @@ def main():
             tokens = [rng.randrange(0, spec["vocab"] - 3) for _ in range(N_POS)]
             ref, versions["llama.cpp"] = logits(llama_py, LOGITS_LLAMA, gguf, tokens, spec["vocab"], tmp)
             hf, versions["transformers"] = logits(torch_py, LOGITS_HF, ckpt, tokens, spec["vocab"], tmp)
+            encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(TEXTS)]))
             ref.astype("<f2").tofile(os.path.join(FIXTURES, name + ".llama.f16"))
             hf.astype("<f2").tofile(os.path.join(FIXTURES, name + ".hf.f16"))
             cases.append(dict(arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
                               llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
+                              tokenize=[dict(text=t, ids=ids) for t, ids in zip(TEXTS, encodings)],
                               gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3)))
             print(f"{name:20} {len(summary['tensors'])} tensors, logit std {ref.std(axis=1).mean():.2f}",
                   file=sys.stderr)

@@ -33,9 +33,13 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let f = mori_formats::GgufFile::open(&a.model)?;
-    let tok =
-        mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model))?;
+    let r = crate::store::resolve(&a.model)?;
+    let tok = if r.format == mori_store::ModelFormat::Gguf {
+        let f = mori_formats::GgufFile::open(&r.path)?;
+        mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model))?
+    } else {
+        Model::load(&r.path)?.tokenizer
+    };
     let ids = tok.encode(&a.text, !a.no_special, !a.no_parse_special);
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
@@ -54,7 +58,7 @@ pub struct LogitsArgs {
 }
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
-    let model = Model::load(crate::store::gguf(&a.model)?)?;
+    let model = Model::load(crate::store::model_path(&a.model)?)?;
     let pool = ThreadPool::new(a.threads.unwrap_or_else(default_threads).max(1));
     let mut cache = model.new_cache(a.tokens.len());
     let all = model.forward(&pool, &mut cache, &a.tokens, Logits::All)?;
@@ -75,7 +79,7 @@ pub struct InfoArgs {
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let m = Model::load(crate::store::gguf(&a.model)?)?;
+    let m = Model::load(crate::store::model_path(&a.model)?)?;
     let hp = &m.hparams;
     println!("file          {}", m.info.path);
     if let Some(name) = &m.info.name {
@@ -311,7 +315,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let model = Model::load(crate::store::gguf(&a.model)?)?;
+    let model = Model::load(crate::store::model_path(&a.model)?)?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = model.tokenizer.encode(&text, false, true);

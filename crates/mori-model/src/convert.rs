@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use mori_formats::safetensors::{Checkpoint, HfConfig};
+use mori_formats::safetensors::{Checkpoint, HfConfig, StDtype};
 use mori_formats::{Array, GgufWriter, Value};
 use mori_kernels::GgmlType;
 
@@ -37,6 +37,26 @@ fn arch_for(model_type: &str) -> Option<(&'static str, bool)> {
         "qwen3" => Some(("qwen3", false)),
         _ => None,
     }
+}
+
+/// The type the checkpoint in `dir` stores its matrices in (its first matrix's),
+/// so a conversion to it loses nothing.
+pub fn checkpoint_file_type(dir: &Path) -> Result<FileType> {
+    let ckpt = Checkpoint::open_dir(dir)?;
+    for name in ckpt.names() {
+        let t = ckpt.get(name)?;
+        if t.shape.len() == 2 {
+            return Ok(FileType::Uniform(match t.dtype {
+                StDtype::F32 => GgmlType::F32,
+                StDtype::F16 => GgmlType::F16,
+                StDtype::BF16 => GgmlType::BF16,
+            }));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "{}: the checkpoint holds no matrix",
+        dir.display()
+    )))
 }
 
 /// Converts the Hugging Face model in `dir` to a GGUF file at `out`, matrices stored as `ft`.

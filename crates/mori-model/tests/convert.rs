@@ -104,12 +104,98 @@ fn same(recorded: &Value, ours: &Value) -> bool {
     }
 }
 
-#[test]
-fn convert_matches_llama_cpp_and_transformers() {
-    let manifest: Value = serde_json::from_str(
+/// Where `model`'s tokenizer encodes the case's texts otherwise than
+/// `transformers` did.
+fn tokenize_mismatches(name: &str, model: &Model, case: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in case["tokenize"].as_array().unwrap() {
+        let text = t["text"].as_str().unwrap();
+        let want: Vec<u32> = t["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect();
+        let got = model.tokenizer.encode(text, true, true);
+        if got != want {
+            out.push(format!(
+                "{name}: {text:?} encodes as {got:?}, transformers gives {want:?}"
+            ));
+        }
+    }
+    out
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest.json"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn tokens_of(case: &Value) -> Vec<u32> {
+    case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// A Hugging Face directory loads directly (weights in the checkpoint's own
+/// type, text encoded by its `tokenizer.json`) and gives `transformers`' logits
+/// and token ids.
+#[test]
+fn hf_directories_load_and_match_transformers() {
+    let manifest = manifest();
+    let n_pos = manifest["n_pos"].as_u64().unwrap() as usize;
+    let pool = ThreadPool::new(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for case in manifest["cases"].as_array().unwrap() {
+        let (arch, dtype) = (
+            case["arch"].as_str().unwrap(),
+            case["dtype"].as_str().unwrap(),
+        );
+        if !seen.insert((arch, dtype)) {
+            continue;
+        }
+        let name = format!("{arch}-{dtype}");
+        let spec = common::spec_from(arch, "F32", &case["spec"]);
+        let dir = tmp.path().join(&name);
+        write_random_hf(&spec, HfDtype::parse(dtype).unwrap(), &dir).unwrap();
+        let model = Model::load(&dir).unwrap();
+        assert!(
+            model.tokenizer.is_hf(),
+            "{name}: not encoding with tokenizer.json"
+        );
+        let main_type = model.info.tensor_types[0].0;
+        assert_eq!(
+            main_type.to_string(),
+            dtype,
+            "{name}: weights not kept in the checkpoint's type"
+        );
+        failures.extend(tokenize_mismatches(&name, &model, case));
+        let mut cache = model.new_cache(n_pos);
+        let ours = model
+            .forward(&pool, &mut cache, &tokens_of(case), Logits::All)
+            .unwrap();
+        let hf = read_f16(&fixtures().join(case["hf_logits"].as_str().unwrap()));
+        let (kl, top1) = compare(&hf, &ours, spec.n_vocab);
+        println!("{name:12} from the directory: vs transformers KL {kl:.2e} top-1 {top1:.3}");
+        if kl > 1e-4 || top1 < 0.98 {
+            failures.push(format!(
+                "{name}: against transformers KL {kl:.2e}, top-1 {top1:.3}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn convert_matches_llama_cpp_and_transformers() {
+    let manifest = manifest();
     let n_pos = manifest["n_pos"].as_u64().unwrap() as usize;
     let pool = ThreadPool::new(2);
     let tmp = tempfile::tempdir().unwrap();
@@ -190,16 +276,12 @@ fn convert_matches_llama_cpp_and_transformers() {
 
         // Logits.
         let model = Model::load(&out).unwrap();
-        let tokens: Vec<u32> = case["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect();
+        let tokens = tokens_of(case);
         let mut cache = model.new_cache(n_pos);
         let ours = model
             .forward(&pool, &mut cache, &tokens, Logits::All)
             .unwrap();
+        failures.extend(tokenize_mismatches(&name, &model, case));
         let n_vocab = spec.n_vocab;
         let llama = read_f16(&fixtures().join(case["llama_cpp_logits"].as_str().unwrap()));
         let (kl, top1) = compare(&llama, &ours, n_vocab);
