@@ -292,6 +292,17 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
             vector(&mut w, &mut rng, &n("attn_v.bias"), kv_dim, 0.0, 0.3)?;
         }
+        // ERNIE 4.5 (trained with `use_bias`) and openPangu-Embedded carry
+        // q/k/v biases; openPangu also biases the output projection. Random,
+        // non-zero values, so a conformance test fails if one is skipped.
+        if arch == "ernie4_5" || arch == "pangu-embedded" {
+            vector(&mut w, &mut rng, &n("attn_q.bias"), q_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_v.bias"), kv_dim, 0.0, 0.3)?;
+        }
+        if arch == "pangu-embedded" {
+            vector(&mut w, &mut rng, &n("attn_output.bias"), d, 0.0, 0.3)?;
+        }
         if arch == "qwen3" {
             vector(&mut w, &mut rng, &n("attn_q_norm.weight"), hd, 1.0, 0.1)?;
             vector(&mut w, &mut rng, &n("attn_k_norm.weight"), hd, 1.0, 0.1)?;

@@ -39,6 +39,16 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
         covers: "Qwen3",
         load: load_qwen3,
     },
+    ArchEntry {
+        name: "ernie4_5",
+        covers: "ERNIE 4.5 dense (0.3B)",
+        load: load_ernie4_5,
+    },
+    ArchEntry {
+        name: "pangu-embedded",
+        covers: "openPangu-Embedded 1B, 7B",
+        load: load_pangu_embedded,
+    },
 ];
 
 /// The entry for `name`, if Mori supports it.
@@ -60,6 +70,7 @@ fn load_llama(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
         rope: RopeLayout::Normal,
         qkv_bias: false,
         qk_norm: false,
+        o_bias: false,
     };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }
@@ -69,6 +80,7 @@ fn load_qwen2(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
         rope: RopeLayout::Neox,
         qkv_bias: true,
         qk_norm: false,
+        o_bias: false,
     };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }
@@ -78,6 +90,36 @@ fn load_qwen3(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
         rope: RopeLayout::Neox,
         qkv_bias: false,
         qk_norm: true,
+        o_bias: false,
+    };
+    Ok(Box::new(llama::Llama::load(f, hp, v)?))
+}
+
+/// ERNIE 4.5 dense: Llama's block with RoPE on adjacent pairs (Hugging Face's
+/// interleaved rotation, which GGUF keeps as is). Its projections have biases
+/// when the checkpoint was trained with `use_bias`; they are optional here.
+/// llama.cpp applies the q/k/v biases but drops `attn_output.bias` (its graph
+/// passes no bias to the output projection); Mori applies it, as Hugging Face
+/// does.
+fn load_ernie4_5(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
+    let v = llama::Variant {
+        rope: RopeLayout::Normal,
+        qkv_bias: false,
+        qk_norm: false,
+        o_bias: false,
+    };
+    Ok(Box::new(llama::Llama::load(f, hp, v)?))
+}
+
+/// openPangu-Embedded: Llama's block with rotate-half RoPE, a bias on the
+/// output projection (required, as llama.cpp requires it) and on q, k and v
+/// (optional, as in llama.cpp, though the released checkpoints have them).
+fn load_pangu_embedded(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
+    let v = llama::Variant {
+        rope: RopeLayout::Neox,
+        qkv_bias: false,
+        qk_norm: false,
+        o_bias: true,
     };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
 }

@@ -1,6 +1,7 @@
 //! The Llama family of decoders: Llama 2/3, Mistral, TinyLlama, Qwen2 (QKV
-//! bias) and Qwen3 (QK-norm). Pre-norm blocks with RMSNorm, rotary positions,
-//! grouped-query attention and a SwiGLU feed-forward.
+//! bias), Qwen3 (QK-norm), ERNIE 4.5 dense (optional projection biases) and
+//! openPangu-Embedded (QKV and output-projection bias). Pre-norm blocks with
+//! RMSNorm, rotary positions, grouped-query attention and a SwiGLU feed-forward.
 
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ pub struct Variant {
     pub qkv_bias: bool,
     /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// The attention output projection carries a bias that the file must hold
+    /// (openPangu-Embedded). Without the flag the bias is still applied when the
+    /// file has one.
+    pub o_bias: bool,
 }
 
 /// Prompt tokens processed per pass; bounds the scratch memory of long prompts.
@@ -90,7 +95,11 @@ impl Llama {
                 bq: bias("attn_q.bias", q_dim)?,
                 bk: bias("attn_k.bias", kv_dim)?,
                 bv: bias("attn_v.bias", kv_dim)?,
-                bo: load_vector_opt(f, &name("attn_output.bias"), d)?,
+                bo: if variant.o_bias {
+                    load_vector(f, &name("attn_output.bias"), d).map(Some)?
+                } else {
+                    load_vector_opt(f, &name("attn_output.bias"), d)?
+                },
                 q_norm: norm("attn_q_norm.weight")?,
                 k_norm: norm("attn_k_norm.weight")?,
                 ffn_norm: load_vector(f, &name("ffn_norm.weight"), d)?,
