@@ -14,7 +14,9 @@ Mori's logits with these without any Python (crates/mori-model/tests/conformance
 
 Usage (from the repository root, with llama-cpp-python installed):
     cargo build --release -p mori
-    python3 scripts/record_conformance.py [--mori target/release/mori]
+    python3 scripts/record_conformance.py [--mori target/release/mori] [--only ARCH ...]
+
+--only records just the named architectures and keeps the manifest's other cases.
 """
 
 import argparse
@@ -41,8 +43,20 @@ SPECS = {
                   rope_base=1000000.0, tied=True, seed=2),
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=3),
+    # Mixtures of experts: 8 experts, 2 per token; ERNIE with one dense first
+    # layer and a shared expert.
+    "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
+                     rope_base=1000000.0, tied=False, seed=11, experts=8, experts_used=2, expert_ff=256),
+    "ernie4_5-moe": dict(vocab=384, embd=256, layers=3, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
+                         rope_base=500000.0, tied=True, seed=12, experts=8, experts_used=2, expert_ff=256,
+                         shared_experts=1, dense_lead=1),
 }
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"]
+# Architectures recorded in fewer types than TYPES.
+ARCH_TYPES = {
+    "qwen3moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "ernie4_5-moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
+}
 
 
 def write_model(mori, arch, ty, spec, path):
@@ -112,14 +126,20 @@ def mean_kl(p, q):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
+    ap.add_argument("--only", nargs="+", choices=list(SPECS), help="record only these architectures")
     args = ap.parse_args()
     os.makedirs(FIXTURES, exist_ok=True)
     cases = []
+    if args.only:
+        with open(os.path.join(FIXTURES, "manifest.json")) as f:
+            cases = [c for c in json.load(f)["cases"] if c["arch"] not in args.only]
     with tempfile.TemporaryDirectory() as tmp:
         for arch, spec in SPECS.items():
+            if args.only and arch not in args.only:
+                continue
             rng = random.Random(1000 + spec["seed"])
             tokens = [1] + [rng.randrange(3, spec["vocab"]) for _ in range(N_POS - 1)]
-            for ty in TYPES:
+            for ty in ARCH_TYPES.get(arch, TYPES):
                 path = os.path.join(tmp, f"{arch}-{ty}.gguf")
                 write_model(args.mori, arch, ty, spec, path)
                 logits = reference_logits(path, tokens)
@@ -133,7 +153,7 @@ def main():
                 cases.append(dict(arch=arch, type=ty, spec=spec, sha256=sha256(path), tokens=tokens,
                                   logits=name, logit_std=round(std, 3), llama_cpp_self_kl=float(f"{self_kl:.3e}"),
                                   llama_cpp_self_top1=round(self_top1, 4)))
-                print(f"{arch:6} {ty:7} logit std {std:.2f}  llama.cpp self KL {self_kl:.2e} top-1 {self_top1:.3f}", file=sys.stderr)
+                print(f"{arch:12} {ty:7} logit std {std:.2f}  llama.cpp self KL {self_kl:.2e} top-1 {self_top1:.3f}", file=sys.stderr)
     manifest = dict(
         reference=f"llama-cpp-python {llama_cpp.__version__}, one token at a time, no weight repacking",
         n_pos=N_POS,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mori_engine::Session;
 use mori_kernels::ThreadPool;
-use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::random::{write_random_model, FileType, MoeSpec, RandomSpec};
 use mori_model::{Logits, Model};
 
 pub fn default_threads() -> usize {
@@ -209,6 +209,21 @@ pub struct RandomModelArgs {
     tied: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Routed experts per MoE layer (qwen3moe, ernie4_5-moe); 0: the arch's default set.
+    #[arg(long, default_value_t = 0)]
+    experts: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 2)]
+    experts_used: usize,
+    /// Hidden width of one expert.
+    #[arg(long, default_value_t = 256)]
+    expert_ff: usize,
+    /// Shared experts every token also goes through (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    shared_experts: usize,
+    /// Leading layers with a dense feed-forward (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    dense_lead: usize,
 }
 
 pub fn dev(c: DevCommand) -> Result<()> {
@@ -216,6 +231,16 @@ pub fn dev(c: DevCommand) -> Result<()> {
         DevCommand::RandomModel(a) => {
             let Some(file_type) = FileType::parse(&a.ty) else {
                 bail!("unknown tensor type '{}'", a.ty)
+            };
+            let moe = match a.experts {
+                0 => MoeSpec::default_for(&a.arch),
+                n_expert => Some(MoeSpec {
+                    n_expert,
+                    n_expert_used: a.experts_used,
+                    n_ff_exp: a.expert_ff,
+                    n_expert_shared: a.shared_experts,
+                    n_layer_dense_lead: a.dense_lead,
+                }),
             };
             let spec = RandomSpec {
                 arch: a.arch,
@@ -232,6 +257,7 @@ pub fn dev(c: DevCommand) -> Result<()> {
                 tied_output: a.tied,
                 file_type,
                 seed: a.seed,
+                moe,
             };
             write_random_model(&spec, &a.out)?;
             eprintln!("wrote {}", a.out.display());
