@@ -84,7 +84,7 @@ pub struct MoeHParams {
 impl MoeHParams {
     /// Whether layer `il` routes through experts rather than a dense FFN.
     pub fn is_moe_layer(&self, il: usize) -> bool {
-        il >= self.n_layer_dense_lead && (il + 1) % self.layer_step == 0
+        il >= self.n_layer_dense_lead && (il + 1).is_multiple_of(self.layer_step)
     }
 }
 

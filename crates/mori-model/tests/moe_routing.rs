@@ -64,7 +64,7 @@ fn mori_routing(fx: &Value, dir: &std::path::Path) -> (Vec<RoutingRecord>, Vec<R
     let trace = model
         .routing_trace()
         .expect("an MoE model has a routing trace");
-    let mut run = |chunk: usize| {
+    let run = |chunk: usize| {
         trace.enable();
         let mut cache = model.new_cache(tokens.len());
         for c in tokens.chunks(chunk) {

@@ -77,10 +77,12 @@ impl FfnScratch {
     }
 }
 
-/// The feed-forward of one layer.
+/// The feed-forward of one layer. One per layer, built once: the size of the
+/// variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(DenseFfn),
-    Moe(Box<MoeFfn>),
+    Moe(MoeFfn),
 }
 
 impl Ffn {

@@ -99,9 +99,7 @@ impl Llama {
                 k_norm: norm("attn_k_norm.weight")?,
                 ffn_norm: load_vector(f, &name("ffn_norm.weight"), d)?,
                 ffn: match &hp.moe {
-                    Some(moe) if moe.is_moe_layer(i) => {
-                        Ffn::Moe(Box::new(MoeFfn::load(f, i, &hp, moe)?))
-                    }
+                    Some(moe) if moe.is_moe_layer(i) => Ffn::Moe(MoeFfn::load(f, i, &hp, moe)?),
                     _ => Ffn::Dense(DenseFfn::load(f, &name("ffn"), "", d, hp.n_ff)?),
                 },
             });
