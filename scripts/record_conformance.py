@@ -54,6 +54,13 @@ SPECS = {
     # openPangu-Embedded: rotate-half RoPE, random q/k/v and output-projection biases.
     "pangu-embedded": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=1, head_dim=64, ff=768, ctx=4096,
                            rope_base=16000000.0, tied=False, seed=5),
+    # Mixtures of experts: 8 experts, 2 per token; ERNIE with one dense first
+    # layer and a shared expert.
+    "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
+                     rope_base=1000000.0, tied=False, seed=11, experts=8, experts_used=2, expert_ff=256),
+    "ernie4_5-moe": dict(vocab=384, embd=256, layers=3, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
+                         rope_base=500000.0, tied=True, seed=12, experts=8, experts_used=2, expert_ff=256,
+                         shared_experts=1, dense_lead=1),
 }
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"]
 # Architectures checked on fewer types than TYPES: the float types, Q8_0, Q4_0 and the
@@ -61,6 +68,8 @@ TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "
 ARCH_TYPES = {
     "ernie4_5": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
     "pangu-embedded": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "qwen3moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "ernie4_5-moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
 }
 
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mori_engine::Session;
 use mori_kernels::ThreadPool;
-use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::random::{write_random_model, FileType, MoeSpec, RandomSpec};
 use mori_model::random_hf::{write_random_hf, HfDtype};
 use mori_model::{Logits, Model};
 
@@ -217,6 +217,21 @@ pub struct RandomModelArgs {
     tied: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Routed experts per MoE layer (qwen3moe, ernie4_5-moe); 0: the arch's default set.
+    #[arg(long, default_value_t = 0)]
+    experts: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 2)]
+    experts_used: usize,
+    /// Hidden width of one expert.
+    #[arg(long, default_value_t = 256)]
+    expert_ff: usize,
+    /// Shared experts every token also goes through (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    shared_experts: usize,
+    /// Leading layers with a dense feed-forward (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    dense_lead: usize,
 }
 
 impl RandomModelArgs {
@@ -236,6 +251,16 @@ impl RandomModelArgs {
             tied_output: self.tied,
             file_type,
             seed: self.seed,
+            moe: match self.experts {
+                0 => MoeSpec::default_for(&self.arch),
+                n_expert => Some(MoeSpec {
+                    n_expert,
+                    n_expert_used: self.experts_used,
+                    n_ff_exp: self.expert_ff,
+                    n_expert_shared: self.shared_experts,
+                    n_layer_dense_lead: self.dense_lead,
+                }),
+            },
         }
     }
 }

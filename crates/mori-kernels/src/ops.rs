@@ -166,6 +166,13 @@ impl Rope {
 
     /// Rotates every head of `x` (`n_heads` heads of `head_dim` floats) using the
     /// angles `cs` from [`Rope::angles`].
+    ///
+    /// Each rotated value is one fused multiply-add over a rounded product,
+    /// `fma(a, c, -(b * s))` and `fma(a, s, b * c)`: the contraction the C
+    /// compiler makes of ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` in
+    /// llama.cpp's x86 builds. Plain products differ from it in the last bit,
+    /// and a last-bit difference in a query or key can cross an f16 rounding
+    /// in the attention products and then an 8-bit activation rounding.
     pub fn apply(&self, x: &mut [f32], n_heads: usize, head_dim: usize, cs: &[f32]) {
         let half = self.n_rot / 2;
         for h in 0..n_heads {
@@ -175,16 +182,16 @@ impl Rope {
                     for i in 0..half {
                         let (c, s) = (cs[2 * i], cs[2 * i + 1]);
                         let (a, b) = (head[2 * i], head[2 * i + 1]);
-                        head[2 * i] = a * c - b * s;
-                        head[2 * i + 1] = a * s + b * c;
+                        head[2 * i] = a.mul_add(c, -(b * s));
+                        head[2 * i + 1] = a.mul_add(s, b * c);
                     }
                 }
                 RopeLayout::Neox => {
                     for i in 0..half {
                         let (c, s) = (cs[2 * i], cs[2 * i + 1]);
                         let (a, b) = (head[i], head[i + half]);
-                        head[i] = a * c - b * s;
-                        head[i + half] = a * s + b * c;
+                        head[i] = a.mul_add(c, -(b * s));
+                        head[i + half] = a.mul_add(s, b * c);
                     }
                 }
             }

@@ -160,6 +160,12 @@ impl Model {
         self.net.forward(pool, cache, tokens, logits)
     }
 
+    /// The record of expert routing decisions, for models with experts: call
+    /// `enable()` on it, run forward passes, then `take()` the records.
+    pub fn routing_trace(&self) -> Option<&crate::arch::moe::RoutingTrace> {
+        self.net.routing_trace()
+    }
+
     /// The open file, for callers that want more metadata.
     pub fn file(&self) -> &GgufFile {
         &self.file

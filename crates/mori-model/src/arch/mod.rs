@@ -1,6 +1,8 @@
 //! One module per architecture family, and the weight handles they share.
 
+pub mod ffn;
 pub mod llama;
+pub mod moe;
 
 use std::sync::Arc;
 
@@ -33,6 +35,11 @@ pub trait Network: Send + Sync {
 
     /// Layers and floats per position that the KV cache must hold.
     fn kv_shape(&self) -> (usize, usize);
+
+    /// The record of routing decisions, for networks with experts.
+    fn routing_trace(&self) -> Option<&moe::RoutingTrace> {
+        None
+    }
 }
 
 /// A 2-D weight read in place from the file: `n_rows` rows of `n_cols` elements.
