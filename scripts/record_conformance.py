@@ -45,12 +45,9 @@ SPECS = {
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=3),
     # ERNIE 4.5 0.3B: tied output, query width (heads x 128) != hidden, adjacent-pair RoPE;
-    # random q/k/v biases (its `use_bias` form). This shape is prone to single rounding
-    # flips in 8-bit activations that then persist through the KV cache (seed 4: Q4_0
-    # top-1 96.9% at KL 2.5e-4; the same happens with the biases left out, so it is not
-    # theirs); seed 7 is the first of 6 and 7 without one beyond the bounds.
+    # random q/k/v biases (its `use_bias` form).
     "ernie4_5": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
-                     rope_base=500000.0, tied=True, seed=7),
+                     rope_base=500000.0, tied=True, seed=4),
     # openPangu-Embedded: rotate-half RoPE, random q/k/v and output-projection biases.
     "pangu-embedded": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=1, head_dim=64, ff=768, ctx=4096,
                            rope_base=16000000.0, tied=False, seed=5),
