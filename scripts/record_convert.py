@@ -53,8 +53,10 @@ SPECS = {
                   rope_base=1000000.0, tied=True, seed=12),
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=13),
+    "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
+                     rope_base=1000000.0, tied=False, seed=14, experts=8, experts_used=2, expert_ff=256),
 }
-PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
+PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -64,6 +66,8 @@ CASES = [
     ("qwen2", "F32", "q8_0"),
     ("qwen3", "BF16", "bf16"),
     ("qwen3", "F32", "f32"),
+    ("qwen3moe", "F32", "f32"),
+    ("qwen3moe", "BF16", "bf16"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
