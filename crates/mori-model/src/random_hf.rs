@@ -119,7 +119,6 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
         "qwen3moe" => {
             let m = spec
                 .moe
-                .clone()
                 .ok_or_else(|| Error::Invalid("a qwen3moe checkpoint needs experts".into()))?;
             if m.n_expert_shared > 0 || m.n_layer_dense_lead > 0 {
                 return Err(Error::Invalid(
