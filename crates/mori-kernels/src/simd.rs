@@ -171,7 +171,6 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::kquants::QK_K;
-    use crate::quants;
 
     /// The f16 at byte `off` of `b`, widened by the F16C instruction (the
     /// conversion is exact, so this equals `quants::f16_at`).
@@ -765,8 +764,8 @@ mod x86 {
         let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let pairs = _mm_hadd_ps(t, t);
         let mut sum = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
-        for e in n32..n {
-            sum = wp.add(e).read_unaligned().mul_add(x[e], sum);
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
+            sum = wp.add(e).read_unaligned().mul_add(xv, sum);
         }
         sum
     }
@@ -791,9 +790,9 @@ mod x86 {
         let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let pairs = _mm_hadd_ps(t, t);
         let mut sum = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) as f64;
-        for e in n32..n {
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
             let wv = half::f16::from_le_bytes([w[2 * e], w[2 * e + 1]]).to_f32();
-            sum += (wv * x[e]) as f64;
+            sum += (wv * xv) as f64;
         }
         sum as f32
     }
@@ -826,9 +825,9 @@ mod x86 {
         let g = _mm_add_ps(g, _mm_movehl_ps(g, g));
         let g = _mm_add_ss(g, _mm_movehdup_ps(g));
         let mut sum = _mm_cvtss_f32(g) as f64;
-        for e in n32..n {
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
             let wv = f32::from_bits((u16::from_le_bytes([w[2 * e], w[2 * e + 1]]) as u32) << 16);
-            sum += (wv * x[e]) as f64;
+            sum += (wv * xv) as f64;
         }
         sum as f32
     }
