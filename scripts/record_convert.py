@@ -53,8 +53,13 @@ SPECS = {
                   rope_base=1000000.0, tied=True, seed=12),
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=13),
+    # SentencePiece tokenizer.model checkpoints; ERNIE's head_dim is not hidden/heads, as in the real 0.3B.
+    "ernie4_5": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=2048,
+                     rope_base=500000.0, tied=True, seed=14),
+    "pangu-embedded": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
+                           rope_base=16000000.0, tied=False, seed=15),
 }
-PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
+PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "ernie4_5": "default", "pangu-embedded": "default"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -64,6 +69,11 @@ CASES = [
     ("qwen2", "F32", "q8_0"),
     ("qwen3", "BF16", "bf16"),
     ("qwen3", "F32", "f32"),
+    ("ernie4_5", "F32", "f32"),
+    ("ernie4_5", "BF16", "bf16"),
+    ("ernie4_5", "F32", "q8_0"),
+    ("pangu-embedded", "F32", "f32"),
+    ("pangu-embedded", "F16", "f16"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
@@ -121,10 +131,20 @@ print(llama_cpp.__version__)
 """
 
 LOGITS_HF = r"""
-import sys, numpy as np, torch, transformers
+import json, sys, numpy as np, torch, transformers
 path, out, tokens = sys.argv[1], sys.argv[2], [int(t) for t in sys.argv[3].split(",")]
 torch.manual_seed(0)
-m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+if json.load(open(path + "/config.json"))["model_type"] == "PanguEmbedded":
+    # openPangu-Embedded is remote code only; its PanguEmbeddedForCausalLM is
+    # LlamaForCausalLM with biased q/k/v/o projections (config `bias`), which
+    # transformers' Llama builds with attention_bias.
+    c = json.load(open(path + "/config.json"))
+    for k in ("architectures", "model_type", "bias", "torch_dtype"):
+        c.pop(k, None)
+    cfg = transformers.LlamaConfig(**c, attention_bias=True, mlp_bias=False)
+    m = transformers.LlamaForCausalLM.from_pretrained(path, config=cfg, dtype=torch.float32)
+else:
+    m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 m.eval()
 with torch.no_grad():
     logits = m(torch.tensor([tokens])).logits[0].float().numpy()
@@ -140,6 +160,17 @@ texts = json.loads(sys.argv[2])
 print(json.dumps([tok(t, add_special_tokens=True)["input_ids"] for t in texts]))
 """
 
+# llama.cpp's tokenizer on a GGUF, for checkpoints whose tokenizer transformers cannot load
+# (openPangu's is remote code).
+TOKENIZE_LLAMA = r"""
+import json, sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+texts = json.loads(sys.argv[2])
+print(json.dumps([llm.tokenize(t.encode(), add_bos=True, special=True) for t in texts]))
+"""
+# Architectures whose token ids come from llama.cpp rather than transformers.
+TOKENIZE_WITH_LLAMA_CPP = {"pangu-embedded"}
+
 # Texts whose encodings are recorded: plain words, spaces and newlines, digits,
 # text outside the merges, and a special token written in the text.
 TEXTS = [
@@ -150,6 +181,12 @@ TEXTS = [
     "<|im_start|>user\nhi there<|im_end|>",
     "",
 ]
+# More texts for the SentencePiece checkpoints: their special tokens written in the text.
+EXTRA_TEXTS = {
+    "ernie4_5": ["<|begin_of_sentence|>User: hi there\nAssistant: hello<|end_of_sentence|>",
+                 "the <mask:1> and <|IMAGE_PLACEHOLDER|> stay"],
+    "pangu-embedded": ["[unused9]用户：hi there[unused10][unused9]助手：", "the [unused10]  end"],
+}
 
 
 def sha256(path):
@@ -209,13 +246,20 @@ def main():
             tokens = [rng.randrange(0, spec["vocab"] - 3) for _ in range(N_POS)]
             ref, versions["llama.cpp"] = logits(llama_py, LOGITS_LLAMA, gguf, tokens, spec["vocab"], tmp)
             hf, versions["transformers"] = logits(torch_py, LOGITS_HF, ckpt, tokens, spec["vocab"], tmp)
-            encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(TEXTS)]))
+            texts = TEXTS + EXTRA_TEXTS.get(arch, [])
+            if arch in TOKENIZE_WITH_LLAMA_CPP:
+                encodings = json.loads(run([llama_py, "-c", TOKENIZE_LLAMA, gguf, json.dumps(texts)]))
+            else:
+                encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(texts)]))
             ref.astype("<f2").tofile(os.path.join(FIXTURES, name + ".llama.f16"))
             hf.astype("<f2").tofile(os.path.join(FIXTURES, name + ".hf.f16"))
-            cases.append(dict(arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
-                              llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
-                              tokenize=[dict(text=t, ids=ids) for t, ids in zip(TEXTS, encodings)],
-                              gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3)))
+            case = dict(arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
+                        llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
+                        tokenize=[dict(text=t, ids=ids) for t, ids in zip(texts, encodings)],
+                        gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3))
+            if arch in TOKENIZE_WITH_LLAMA_CPP:
+                case["tokenize_by"] = "llama.cpp"
+            cases.append(case)
             print(f"{name:20} {len(summary['tensors'])} tensors, logit std {ref.std(axis=1).mean():.2f}",
                   file=sys.stderr)
     manifest = dict(
