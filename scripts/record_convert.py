@@ -3,7 +3,8 @@
 
 For every case in CASES this script
   1. writes a random-weight checkpoint with `mori dev random-hf` (config.json,
-     model.safetensors, a byte-level BPE tokenizer.json; deterministic, and the
+     model.safetensors, a byte-level BPE tokenizer.json, or for ernie4_5 and
+     pangu-embedded a SentencePiece tokenizer.model; deterministic, and the
      sha256 of every file is recorded),
   2. converts it with llama.cpp's own `convert_hf_to_gguf.py` and records, per
      tensor, its GGUF type, shape and the sha256 of its bytes, and the
@@ -13,7 +14,10 @@ For every case in CASES this script
      record_conformance.py does,
   4. runs the same tokens through Hugging Face `transformers` on the checkpoint
      itself (float32, CPU torch), and records how its tokenizer encodes a few
-     texts,
+     texts; openPangu-Embedded is remote code only: its logits come from
+     transformers' LlamaForCausalLM with attention_bias (what its remote class
+     is), and its token ids from llama.cpp's tokenizer on llama.cpp's
+     conversion (the case says `tokenize_by: llama.cpp`),
 and stores both logits as little-endian f16 [n_pos][vocab] under
 crates/mori-model/tests/fixtures/convert/ with one manifest.json.
 

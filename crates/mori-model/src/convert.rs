@@ -864,7 +864,10 @@ fn read_spm_vocab(dir: &Path, cfg: &HfConfig) -> Result<SpmVocab> {
                 return Err(bad(
                     &tc_path,
                     "chat_template",
-                    format!("{} is not a template Mori converts (a string)", kind_of(other)),
+                    format!(
+                        "{} is not a template Mori converts (a string)",
+                        kind_of(other)
+                    ),
                 ))
             }
             None => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
@@ -872,7 +875,11 @@ fn read_spm_vocab(dir: &Path, cfg: &HfConfig) -> Result<SpmVocab> {
         add_space_prefix = match tc.get("add_prefix_space") {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(v.as_bool().ok_or_else(|| {
-                bad(&tc_path, "add_prefix_space", format!("{v} is not a boolean"))
+                bad(
+                    &tc_path,
+                    "add_prefix_space",
+                    format!("{v} is not a boolean"),
+                )
             })?),
         };
     }
@@ -950,5 +957,38 @@ mod tests {
         let out = super::rotate_half_to_interleaved(&data, &[4, 2], 1).unwrap();
         assert_eq!(out, vec![0.0, 1.0, 20.0, 21.0, 10.0, 11.0, 30.0, 31.0]);
         assert!(super::rotate_half_to_interleaved(&data, &[4, 2], 3).is_err());
+    }
+
+    /// A SentencePiece checkpoint without a usable `tokenizer.model` is an
+    /// error naming the file and what is wrong with it.
+    #[test]
+    fn sentencepiece_tokenizer_errors_name_the_file() {
+        use crate::random::{FileType, RandomSpec};
+        use crate::random_hf::{write_random_hf, HfDtype};
+        use mori_kernels::GgmlType;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = RandomSpec::tiny("ernie4_5", FileType::Uniform(GgmlType::F32));
+        spec.n_vocab = 512;
+        let dir = tmp.path().join("ernie");
+        write_random_hf(&spec, HfDtype::F32, &dir).unwrap();
+        let out = tmp.path().join("out.gguf");
+        let ft = FileType::Uniform(GgmlType::F32);
+        super::convert_hf_dir(&dir, &out, ft).unwrap();
+
+        let model = dir.join("tokenizer.model");
+        let bytes = std::fs::read(&model).unwrap();
+        std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.model") && err.contains("SentencePiece"),
+            "{err}"
+        );
+        std::fs::remove_file(&model).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.model"), "{err}");
     }
 }

@@ -475,12 +475,17 @@ fn write_random_spm_hf(
     model_type: &str,
 ) -> Result<()> {
     let arch = spec.arch.as_str();
-    let n_pieces = spec.n_vocab.checked_sub(spm_tail(arch)).unwrap_or(0);
+    let n_pieces = spec.n_vocab.saturating_sub(spm_tail(arch));
     let pieces = spm_pieces(arch, n_pieces)?;
     write_tensors(spec, dtype, dir)?;
     std::fs::write(dir.join("tokenizer.model"), encode_bpe_model(&pieces))
         .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
-    let id_of = |t: &str| pieces.iter().position(|p| p.0 == t).expect("a defined piece");
+    let id_of = |t: &str| {
+        pieces
+            .iter()
+            .position(|p| p.0 == t)
+            .expect("a defined piece")
+    };
     let added = |id: usize, content: &str| {
         (
             id.to_string(),

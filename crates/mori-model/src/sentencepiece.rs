@@ -210,7 +210,10 @@ mod tests {
         let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
         proto.trainer_spec.as_mut().unwrap().model_type = Some(ModelType::Word as i32);
         let err = SpModel::decode(&proto.encode_to_vec()).unwrap_err();
-        assert!(err.contains("Word") && err.contains("only BPE and Unigram"), "{err}");
+        assert!(
+            err.contains("Word") && err.contains("only BPE and Unigram"),
+            "{err}"
+        );
         proto.trainer_spec.as_mut().unwrap().model_type = Some(ModelType::Unigram as i32);
         let m = SpModel::decode(&proto.encode_to_vec()).unwrap();
         assert_eq!(m.model_type, ModelType::Unigram);

@@ -196,7 +196,11 @@ fn hf_directories_load_and_match_transformers() {
             ));
         }
         // llama.cpp's conversion kept the checkpoint's type: its logits too.
-        if case["outtype"].as_str().unwrap().eq_ignore_ascii_case(dtype) {
+        if case["outtype"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(dtype)
+        {
             let llama = read_f16(&fixtures().join(case["llama_cpp_logits"].as_str().unwrap()));
             let (kl, top1) = compare(&llama, &ours, spec.n_vocab);
             line += &format!(", vs llama.cpp KL {kl:.2e} top-1 {top1:.3}");
