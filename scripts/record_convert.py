@@ -3,7 +3,8 @@
 
 For every case in CASES this script
   1. writes a random-weight checkpoint with `mori dev random-hf` (config.json,
-     model.safetensors, a byte-level BPE tokenizer.json; deterministic, and the
+     model.safetensors, a byte-level BPE tokenizer.json, or for ernie4_5 and
+     pangu-embedded a SentencePiece tokenizer.model; deterministic, and the
      sha256 of every file is recorded),
   2. converts it with llama.cpp's own `convert_hf_to_gguf.py` and records, per
      tensor, its GGUF type, shape and the sha256 of its bytes, and the
@@ -13,7 +14,10 @@ For every case in CASES this script
      record_conformance.py does,
   4. runs the same tokens through Hugging Face `transformers` on the checkpoint
      itself (float32, CPU torch), and records how its tokenizer encodes a few
-     texts,
+     texts; openPangu-Embedded is remote code only: its logits come from
+     transformers' LlamaForCausalLM with attention_bias (what its remote class
+     is), and its token ids from llama.cpp's tokenizer on llama.cpp's
+     conversion (the case says `tokenize_by: llama.cpp`),
 and stores both logits as little-endian f16 [n_pos][vocab] under
 crates/mori-model/tests/fixtures/convert/ with one manifest.json.
 
@@ -55,11 +59,17 @@ SPECS = {
                   rope_base=1000000.0, tied=False, seed=13),
     # DeepSeek-R1-Distill-Qwen: Qwen2 with QKV bias and an untied output.
     "qwen2-untied": dict(arch="qwen2", vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512,
-                         ctx=4096, rope_base=10000.0, tied=False, seed=15),
+                         ctx=4096, rope_base=10000.0, tied=False, seed=17),
     "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
-                     rope_base=1000000.0, tied=False, seed=14, experts=8, experts_used=2, expert_ff=256),
+                     rope_base=1000000.0, tied=False, seed=16, experts=8, experts_used=2, expert_ff=256),
+    # SentencePiece tokenizer.model checkpoints; ERNIE's head_dim is not hidden/heads, as in the real 0.3B.
+    "ernie4_5": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=2048,
+                     rope_base=500000.0, tied=True, seed=14),
+    "pangu-embedded": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
+                           rope_base=16000000.0, tied=False, seed=15),
 }
-PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2"}
+PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2", "ernie4_5": "default",
+       "pangu-embedded": "default"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -72,6 +82,11 @@ CASES = [
     ("qwen2-untied", "BF16", "bf16"),
     ("qwen3moe", "F32", "f32"),
     ("qwen3moe", "BF16", "bf16"),
+    ("ernie4_5", "F32", "f32"),
+    ("ernie4_5", "BF16", "bf16"),
+    ("ernie4_5", "F32", "q8_0"),
+    ("pangu-embedded", "F32", "f32"),
+    ("pangu-embedded", "F16", "f16"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
@@ -129,10 +144,20 @@ print(llama_cpp.__version__)
 """
 
 LOGITS_HF = r"""
-import sys, numpy as np, torch, transformers
+import json, sys, numpy as np, torch, transformers
 path, out, tokens = sys.argv[1], sys.argv[2], [int(t) for t in sys.argv[3].split(",")]
 torch.manual_seed(0)
-m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+if json.load(open(path + "/config.json"))["model_type"] == "PanguEmbedded":
+    # openPangu-Embedded is remote code only; its PanguEmbeddedForCausalLM is
+    # LlamaForCausalLM with biased q/k/v/o projections (config `bias`), which
+    # transformers' Llama builds with attention_bias.
+    c = json.load(open(path + "/config.json"))
+    for k in ("architectures", "model_type", "bias", "torch_dtype"):
+        c.pop(k, None)
+    cfg = transformers.LlamaConfig(**c, attention_bias=True, mlp_bias=False)
+    m = transformers.LlamaForCausalLM.from_pretrained(path, config=cfg, dtype=torch.float32)
+else:
+    m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 m.eval()
 with torch.no_grad():
     logits = m(torch.tensor([tokens])).logits[0].float().numpy()
@@ -148,6 +173,17 @@ texts = json.loads(sys.argv[2])
 print(json.dumps([tok(t, add_special_tokens=True)["input_ids"] for t in texts]))
 """
 
+# llama.cpp's tokenizer on a GGUF, for checkpoints whose tokenizer transformers cannot load
+# (openPangu's is remote code).
+TOKENIZE_LLAMA = r"""
+import json, sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+texts = json.loads(sys.argv[2])
+print(json.dumps([llm.tokenize(t.encode(), add_bos=True, special=True) for t in texts]))
+"""
+# Architectures whose token ids come from llama.cpp rather than transformers.
+TOKENIZE_WITH_LLAMA_CPP = {"pangu-embedded"}
+
 # Texts whose encodings are recorded: plain words, spaces and newlines, digits,
 # text outside the merges, and a special token written in the text.
 TEXTS = [
@@ -158,6 +194,12 @@ TEXTS = [
     "<|im_start|>user\nhi there<|im_end|>",
     "",
 ]
+# More texts for the SentencePiece checkpoints: their special tokens written in the text.
+EXTRA_TEXTS = {
+    "ernie4_5": ["<|begin_of_sentence|>User: hi there\nAssistant: hello<|end_of_sentence|>",
+                 "the <mask:1> and <|IMAGE_PLACEHOLDER|> stay"],
+    "pangu-embedded": ["[unused9]用户：hi there[unused10][unused9]助手：", "the [unused10]  end"],
+}
 
 
 def sha256(path):
@@ -218,13 +260,20 @@ def main():
             tokens = [rng.randrange(0, spec["vocab"] - 3) for _ in range(N_POS)]
             ref, versions["llama.cpp"] = logits(llama_py, LOGITS_LLAMA, gguf, tokens, spec["vocab"], tmp)
             hf, versions["transformers"] = logits(torch_py, LOGITS_HF, ckpt, tokens, spec["vocab"], tmp)
-            encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(TEXTS)]))
+            texts = TEXTS + EXTRA_TEXTS.get(arch, [])
+            if arch in TOKENIZE_WITH_LLAMA_CPP:
+                encodings = json.loads(run([llama_py, "-c", TOKENIZE_LLAMA, gguf, json.dumps(texts)]))
+            else:
+                encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(texts)]))
             ref.astype("<f2").tofile(os.path.join(FIXTURES, name + ".llama.f16"))
             hf.astype("<f2").tofile(os.path.join(FIXTURES, name + ".hf.f16"))
-            cases.append(dict(name=name, arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
-                              llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
-                              tokenize=[dict(text=t, ids=ids) for t, ids in zip(TEXTS, encodings)],
-                              gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3)))
+            case = dict(name=name, arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
+                        llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
+                        tokenize=[dict(text=t, ids=ids) for t, ids in zip(texts, encodings)],
+                        gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3))
+            if arch in TOKENIZE_WITH_LLAMA_CPP:
+                case["tokenize_by"] = "llama.cpp"
+            cases.append(case)
             print(f"{name:20} {len(summary['tensors'])} tensors, logit std {ref.std(axis=1).mean():.2f}",
                   file=sys.stderr)
     manifest = dict(

@@ -37,7 +37,7 @@ enum Command {
     Logits(commands::LogitsArgs),
     /// Describe a model file: architecture, shapes, tensor types.
     Info(commands::InfoArgs),
-    /// Convert a Hugging Face model directory (safetensors, config.json, tokenizer.json) to GGUF.
+    /// Convert a Hugging Face model directory (safetensors, config.json, tokenizer.json or tokenizer.model) to GGUF.
     Convert(commands::ConvertArgs),
     /// Quantize a GGUF model to Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K, as llama.cpp does.
     Quantize(quantize::QuantizeArgs),

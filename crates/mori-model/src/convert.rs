@@ -1,9 +1,12 @@
 //! Hugging Face checkpoint → GGUF: `config.json`, safetensors weights and a
-//! byte-level BPE `tokenizer.json` become one GGUF file that Mori and llama.cpp run.
+//! byte-level BPE `tokenizer.json` (or, for ERNIE 4.5 and openPangu-Embedded,
+//! a SentencePiece `tokenizer.model`) become one GGUF file that Mori and
+//! llama.cpp run.
 //!
-//! Supported: the `llama`, `qwen2` and `qwen3` model types. What the converter does
-//! not understand (another architecture, an unknown tensor, a SentencePiece
-//! tokenizer, an unsupported RoPE scaling) is an error naming it, never skipped.
+//! Supported: the `llama`, `mistral`, `qwen2`, `qwen3`, `ernie4_5` and
+//! `PanguEmbedded` model types. What the converter does not understand (another
+//! architecture, an unknown tensor, a tokenizer of another kind, an
+//! unsupported RoPE scaling) is an error naming it, never skipped.
 
 use std::path::Path;
 
@@ -13,6 +16,7 @@ use mori_kernels::GgmlType;
 
 use crate::hparams::{Gating, HParams, MoeHParams, RopeScaling};
 use crate::random::FileType;
+use crate::sentencepiece::{PieceType, SpModel};
 use crate::tokenizer::TokenType;
 use crate::{Error, Result};
 
@@ -28,17 +32,65 @@ pub struct Converted {
     pub fallbacks: Vec<(String, GgmlType)>,
 }
 
-/// GGUF architecture and whether its q/k weights need reordering from Hugging
-/// Face's rotate-half layout to the interleaved pairs of GGUF's normal RoPE.
-fn arch_for(model_type: &str) -> Option<(&'static str, bool)> {
-    match model_type {
-        "llama" | "mistral" => Some(("llama", true)),
-        "qwen2" => Some(("qwen2", false)),
-        "qwen3" => Some(("qwen3", false)),
-        "qwen3_moe" => Some(("qwen3moe", false)),
-        _ => None,
+/// How one Hugging Face architecture converts.
+struct ArchSpec {
+    /// `general.architecture`.
+    gguf: &'static str,
+    /// Whether q/k rows are reordered from Hugging Face's rotate-half layout to
+    /// the adjacent pairs of GGUF's normal RoPE (llama.cpp's Llama permutation).
+    /// ERNIE 4.5 already rotates adjacent pairs and openPangu's GGUF keeps
+    /// rotate-half (NeoX) RoPE, so neither is reordered.
+    permute_qk: bool,
+    /// The vocabulary comes from a SentencePiece `tokenizer.model` (else from
+    /// a byte-level BPE `tokenizer.json`).
+    sentencepiece: bool,
+    /// The output projection carries a bias (`attn_output.bias`).
+    o_bias: bool,
+    qk_norm: bool,
+    /// llama.cpp's converter records `<arch>.vocab_size`.
+    vocab_size_key: bool,
+}
+
+const fn spec(gguf: &'static str, permute_qk: bool, sentencepiece: bool) -> ArchSpec {
+    ArchSpec {
+        gguf,
+        permute_qk,
+        sentencepiece,
+        o_bias: false,
+        qk_norm: false,
+        vocab_size_key: false,
     }
 }
+
+/// The conversion of Hugging Face `model_type`, if Mori has one.
+fn arch_for(model_type: &str) -> Option<ArchSpec> {
+    Some(match model_type {
+        "llama" | "mistral" => ArchSpec {
+            vocab_size_key: true,
+            ..spec("llama", true, false)
+        },
+        "qwen2" => spec("qwen2", false, false),
+        "qwen3" => ArchSpec {
+            qk_norm: true,
+            ..spec("qwen3", false, false)
+        },
+        "qwen3_moe" => ArchSpec {
+            qk_norm: true,
+            ..spec("qwen3moe", false, false)
+        },
+        "ernie4_5" => spec("ernie4_5", false, true),
+        // openPangu's remote-code configuration names itself `PanguEmbedded`.
+        "PanguEmbedded" | "pangu_embedded" => ArchSpec {
+            o_bias: true,
+            vocab_size_key: true,
+            ..spec("pangu-embedded", false, true)
+        },
+        _ => return None,
+    })
+}
+
+/// The `model_type`s [`convert_hf_dir`] takes.
+const SUPPORTED: &str = "llama, mistral, qwen2, qwen3, qwen3_moe, ernie4_5, PanguEmbedded";
 
 /// The type the checkpoint in `dir` stores its matrices in (its first matrix's),
 /// so a conversion to it loses nothing.
@@ -67,14 +119,13 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         .opt_str("model_type")
         .ok_or_else(|| cfg.error("model_type", "missing"))?
         .to_string();
-    let (arch, permute_qk) = arch_for(&model_type).ok_or_else(|| {
+    let a = arch_for(&model_type).ok_or_else(|| {
         cfg.error(
             "model_type",
-            format!(
-                "'{model_type}' cannot be converted yet (supported: llama, mistral, qwen2, qwen3, qwen3_moe)"
-            ),
+            format!("'{model_type}' cannot be converted yet (supported: {SUPPORTED})"),
         )
     })?;
+    let (arch, permute_qk) = (a.gguf, a.permute_qk);
     let n_embd = cfg.usize("hidden_size")?;
     let n_layer = cfg.usize("num_hidden_layers")?;
     let n_head = cfg.usize("num_attention_heads")?;
@@ -138,8 +189,12 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         _ => None,
     };
     let n_expert = moe.as_ref().map_or(0, |m| m.n_expert);
-    let tok = read_tokenizer(dir, &cfg)?;
     let n_vocab_cfg = cfg.usize("vocab_size")?;
+    let tok = if a.sentencepiece {
+        Vocabulary::Spm(read_spm_vocab(dir, &cfg)?)
+    } else {
+        Vocabulary::Bpe(read_tokenizer(dir, &cfg)?)
+    };
     let hp = HParams {
         arch: arch.to_string(),
         n_vocab: n_vocab_cfg,
@@ -161,9 +216,9 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
     let ckpt = Checkpoint::open_dir(dir)?;
     let mut w = GgufWriter::new();
     hp.write_gguf(&mut w);
-    if arch == "llama" {
-        // llama.cpp's converter records the vocabulary size for Llama models.
-        w.add("llama.vocab_size", Value::U32(n_vocab_cfg as u32));
+    if a.vocab_size_key {
+        // llama.cpp's converter records the vocabulary size for these models.
+        w.add(format!("{arch}.vocab_size"), Value::U32(n_vocab_cfg as u32));
     }
     let name = dir
         .file_name()
@@ -171,7 +226,10 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         .unwrap_or_else(|| arch.to_string());
     w.add("general.name", Value::String(name));
     w.add("general.file_type", Value::U32(ft.llama_ftype()));
-    tok.write(&mut w, n_vocab_cfg)?;
+    match &tok {
+        Vocabulary::Bpe(t) => t.write(&mut w, n_vocab_cfg)?,
+        Vocabulary::Spm(t) => t.write(&mut w, n_vocab_cfg)?,
+    }
 
     let tied =
         cfg.opt_bool("tie_word_embeddings")?.unwrap_or(false) || !ckpt.contains("lm_head.weight");
@@ -293,7 +351,16 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
             i,
             None,
         )?;
-        if arch == "qwen3" || arch == "qwen3moe" {
+        if a.o_bias {
+            put(
+                &mut w,
+                &hf("self_attn.o_proj.bias"),
+                &gg("attn_output.bias"),
+                i,
+                None,
+            )?;
+        }
+        if a.qk_norm {
             put(
                 &mut w,
                 &hf("self_attn.q_norm.weight"),
@@ -415,6 +482,12 @@ fn rotate_half_to_interleaved(
         }
     }
     Ok(out)
+}
+
+/// Where a converted vocabulary comes from.
+enum Vocabulary {
+    Bpe(HfTokenizer),
+    Spm(SpmVocab),
 }
 
 /// A byte-level BPE vocabulary read from `tokenizer.json`.
@@ -712,6 +785,244 @@ impl HfTokenizer {
     }
 }
 
+/// A SentencePiece vocabulary read from `tokenizer.model`, as llama.cpp's
+/// `_set_vocab_sentencepiece` and `SpecialVocab` make it: every id below the
+/// embedding's row count gets a token (`[PAD{id}]`, unused, score -10000 where
+/// nothing defines one); `added_tokens.json` adds user-defined tokens and
+/// `tokenizer_config.json`'s `added_tokens_decoder` overrides ids (control
+/// when special or special-looking), both with score -1000; special ids come
+/// from `config.json`, the add-BOS/EOS/SEP flags and chat template from
+/// `tokenizer_config.json`.
+struct SpmVocab {
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<TokenType>,
+    /// `tokenizer.ggml.<key>_token_id` values, in llama.cpp's order.
+    ids: Vec<(&'static str, u32)>,
+    /// `tokenizer.ggml.add_<key>_token` values.
+    add: Vec<(&'static str, bool)>,
+    add_space_prefix: Option<bool>,
+    chat_template: Option<String>,
+}
+
+fn read_spm_vocab(dir: &Path, cfg: &HfConfig) -> Result<SpmVocab> {
+    let path = dir.join("tokenizer.model");
+    let bad = |path: &Path, what: &str, msg: String| {
+        Error::Format(mori_formats::Error::Invalid {
+            path: path.display().to_string(),
+            what: what.to_string(),
+            msg,
+        })
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::Format(mori_formats::Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })
+    })?;
+    let sp = SpModel::decode(&bytes).map_err(|m| bad(&path, "SentencePiece model", m))?;
+    let n_vocab = match cfg.opt_usize("vocab_size")? {
+        Some(n) if n > 0 => n,
+        _ => sp.pieces.len(),
+    };
+    let mut tokens: Vec<String> = (0..n_vocab).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000.0f32; n_vocab];
+    let mut types = vec![TokenType::Unused; n_vocab];
+    for (id, p) in sp.pieces.iter().enumerate().take(n_vocab) {
+        tokens[id] = p.text.clone();
+        scores[id] = p.score;
+        types[id] = match p.ty {
+            PieceType::Unknown => TokenType::Unknown,
+            PieceType::Control => TokenType::Control,
+            PieceType::Unused => TokenType::Unused,
+            PieceType::Byte => TokenType::Byte,
+            // SentencePiece's user-defined pieces stay normal, as llama.cpp reads them.
+            PieceType::Normal | PieceType::UserDefined => TokenType::Normal,
+        };
+    }
+    let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+        let p = dir.join(name);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| bad(&p, "JSON", e.to_string())),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(added) = read_json("added_tokens.json")? {
+        let obj = added.as_object().ok_or_else(|| {
+            bad(
+                &dir.join("added_tokens.json"),
+                "JSON",
+                "not an object".into(),
+            )
+        })?;
+        for (text, id) in obj {
+            let id = id.as_u64().ok_or_else(|| {
+                bad(
+                    &dir.join("added_tokens.json"),
+                    text,
+                    format!("{id} is not a token id"),
+                )
+            })? as usize;
+            if id < n_vocab {
+                tokens[id] = text.clone();
+                scores[id] = -1000.0;
+                types[id] = TokenType::UserDefined;
+            }
+        }
+    }
+    let tc = read_json("tokenizer_config.json")?;
+    let tc_path = dir.join("tokenizer_config.json");
+    if let Some(dec) = tc.as_ref().and_then(|t| t.get("added_tokens_decoder")) {
+        let obj = dec
+            .as_object()
+            .ok_or_else(|| bad(&tc_path, "added_tokens_decoder", "not an object".into()))?;
+        for (id, data) in obj {
+            let (Ok(id), Some(content)) = (id.parse::<usize>(), data["content"].as_str()) else {
+                return Err(bad(
+                    &tc_path,
+                    "added_tokens_decoder",
+                    format!("entry {id} lacks an integer id or content"),
+                ));
+            };
+            if id >= n_vocab {
+                continue;
+            }
+            let special = data["special"].as_bool().unwrap_or(false);
+            if special || looks_special(content) {
+                tokens[id] = content.to_string();
+                types[id] = TokenType::Control;
+            } else {
+                tokens[id] = content.replace('\u{2581}', " ");
+                types[id] = TokenType::UserDefined;
+            }
+            scores[id] = -1000.0;
+        }
+    }
+    // Special ids: config.json's integer `<key>_token_id`s (its text_config's
+    // where the top level lacks one) inside the vocabulary.
+    let mut ids = Vec::new();
+    for (key, gguf) in [
+        ("bos", "bos"),
+        ("eos", "eos"),
+        ("unk", "unknown"),
+        ("sep", "seperator"),
+        ("pad", "padding"),
+        ("mask", "mask"),
+    ] {
+        let field = format!("{key}_token_id");
+        let v = cfg
+            .json
+            .get(&field)
+            .filter(|v| !v.is_null())
+            .or_else(|| cfg.json.get("text_config").and_then(|t| t.get(&field)));
+        if let Some(id) = v.and_then(|v| v.as_u64()) {
+            if (id as usize) < n_vocab {
+                ids.push((gguf, id as u32));
+            }
+        }
+    }
+    let mut add = Vec::new();
+    let mut chat_template = None;
+    let mut add_space_prefix = None;
+    if let Some(tc) = &tc {
+        for key in ["bos", "eos", "sep"] {
+            if let Some(b) = tc[format!("add_{key}_token")].as_bool() {
+                add.push((key, b));
+            }
+        }
+        chat_template = match tc.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Null) => None,
+            Some(other) => {
+                return Err(bad(
+                    &tc_path,
+                    "chat_template",
+                    format!(
+                        "{} is not a template Mori converts (a string)",
+                        kind_of(other)
+                    ),
+                ))
+            }
+            None => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        add_space_prefix = match tc.get("add_prefix_space") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_bool().ok_or_else(|| {
+                bad(
+                    &tc_path,
+                    "add_prefix_space",
+                    format!("{v} is not a boolean"),
+                )
+            })?),
+        };
+    }
+    Ok(SpmVocab {
+        tokens,
+        scores,
+        types,
+        ids,
+        add,
+        add_space_prefix,
+        chat_template,
+    })
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+        _ => "a scalar",
+    }
+}
+
+/// Added tokens llama.cpp makes control tokens although not marked special.
+fn looks_special(t: &str) -> bool {
+    matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+        || (t.starts_with("<|") && t.ends_with("|>"))
+        || (t.starts_with("<\u{ff5c}") && t.ends_with("\u{ff5c}>"))
+        || (t.starts_with("<unused") && t.ends_with('>'))
+}
+
+impl SpmVocab {
+    fn write(&self, w: &mut GgufWriter, n_vocab: usize) -> Result<()> {
+        if self.tokens.len() != n_vocab {
+            return Err(Error::Invalid(format!(
+                "the tokenizer defines {} tokens but the model embeds {n_vocab}",
+                self.tokens.len()
+            )));
+        }
+        w.add("tokenizer.ggml.model", Value::String("llama".into()));
+        w.add("tokenizer.ggml.pre", Value::String("default".into()));
+        w.add(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(self.tokens.clone())),
+        );
+        w.add(
+            "tokenizer.ggml.scores",
+            Value::Array(Array::F32(self.scores.clone())),
+        );
+        w.add(
+            "tokenizer.ggml.token_type",
+            Value::Array(Array::I32(self.types.iter().map(|t| t.to_gguf()).collect())),
+        );
+        for (key, id) in &self.ids {
+            w.add(format!("tokenizer.ggml.{key}_token_id"), Value::U32(*id));
+        }
+        for (key, b) in &self.add {
+            w.add(format!("tokenizer.ggml.add_{key}_token"), Value::Bool(*b));
+        }
+        if let Some(t) = &self.chat_template {
+            w.add("tokenizer.chat_template", Value::String(t.clone()));
+        }
+        if let Some(b) = self.add_space_prefix {
+            w.add("tokenizer.ggml.add_space_prefix", Value::Bool(b));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -721,5 +1032,38 @@ mod tests {
         let out = super::rotate_half_to_interleaved(&data, &[4, 2], 1).unwrap();
         assert_eq!(out, vec![0.0, 1.0, 20.0, 21.0, 10.0, 11.0, 30.0, 31.0]);
         assert!(super::rotate_half_to_interleaved(&data, &[4, 2], 3).is_err());
+    }
+
+    /// A SentencePiece checkpoint without a usable `tokenizer.model` is an
+    /// error naming the file and what is wrong with it.
+    #[test]
+    fn sentencepiece_tokenizer_errors_name_the_file() {
+        use crate::random::{FileType, RandomSpec};
+        use crate::random_hf::{write_random_hf, HfDtype};
+        use mori_kernels::GgmlType;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = RandomSpec::tiny("ernie4_5", FileType::Uniform(GgmlType::F32));
+        spec.n_vocab = 512;
+        let dir = tmp.path().join("ernie");
+        write_random_hf(&spec, HfDtype::F32, &dir).unwrap();
+        let out = tmp.path().join("out.gguf");
+        let ft = FileType::Uniform(GgmlType::F32);
+        super::convert_hf_dir(&dir, &out, ft).unwrap();
+
+        let model = dir.join("tokenizer.model");
+        let bytes = std::fs::read(&model).unwrap();
+        std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.model") && err.contains("SentencePiece"),
+            "{err}"
+        );
+        std::fs::remove_file(&model).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.model"), "{err}");
     }
 }

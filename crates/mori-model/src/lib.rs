@@ -14,6 +14,7 @@ pub mod quantize;
 pub mod random;
 pub mod random_hf;
 pub mod registry;
+pub mod sentencepiece;
 pub mod tokenizer;
 
 pub use arch::Logits;

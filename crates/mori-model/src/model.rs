@@ -72,10 +72,14 @@ impl Model {
     }
 
     /// Loads a Hugging Face directory (`config.json`, safetensors weights,
-    /// `tokenizer.json`): the weights are converted once, in the checkpoint's
-    /// own type, into an unlinked temporary GGUF file that is then mapped like
-    /// any other, and text is encoded by the directory's `tokenizer.json`
-    /// through the `tokenizers` crate.
+    /// `tokenizer.json` or a SentencePiece `tokenizer.model`): the weights are
+    /// converted once, in the checkpoint's own type, into an unlinked temporary
+    /// GGUF file that is then mapped like any other. Text is encoded by the
+    /// directory's `tokenizer.json` through the `tokenizers` crate where there
+    /// is one; a directory with only `tokenizer.model` (ERNIE 4.5,
+    /// openPangu-Embedded) encodes with the converted vocabulary's own
+    /// SentencePiece tokenizer, which is llama.cpp's (for a BPE model, also
+    /// SentencePiece's encodings).
     pub fn load_hf_dir(dir: &Path) -> Result<Model> {
         let io = |source| Error::Io {
             path: dir.display().to_string(),
@@ -93,8 +97,15 @@ impl Model {
         drop(tmp);
         let mut info = ModelInfo::of(&file, dir)?;
         let entry = arch_entry(&info)?;
+        let hf_json = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_gguf(&file)
-            .and_then(|t| t.with_hf_json(&dir.join("tokenizer.json")))
+            .and_then(|t| {
+                if hf_json.is_file() {
+                    t.with_hf_json(&hf_json)
+                } else {
+                    Ok(t)
+                }
+            })
             .map_err(|source| Error::Tokenizer {
                 path: dir.display().to_string(),
                 source,

@@ -14,7 +14,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value as Json};
 
 use crate::convert::{HF_LLAMA3_RE, HF_QWEN2_RE};
-use crate::random::{normal, RandomSpec};
+use crate::random::{normal, MoeSpec, RandomSpec};
+use crate::sentencepiece::{encode_bpe_model, PieceType};
 use crate::tokenizer::byte_to_unicode;
 use crate::{Error, Result};
 
@@ -75,6 +76,8 @@ fn hf_arch(arch: &str) -> Option<(&'static str, &'static str)> {
         "qwen2" => Some(("qwen2", "Qwen2ForCausalLM")),
         "qwen3" => Some(("qwen3", "Qwen3ForCausalLM")),
         "qwen3moe" => Some(("qwen3_moe", "Qwen3MoeForCausalLM")),
+        "ernie4_5" => Some(("ernie4_5", "Ernie4_5ForCausalLM")),
+        "pangu-embedded" => Some(("PanguEmbedded", "PanguEmbeddedForCausalLM")),
         _ => None,
     }
 }
@@ -92,7 +95,8 @@ fn specials(arch: &str) -> &'static [&'static str] {
 pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<()> {
     let (model_type, class) = hf_arch(&spec.arch).ok_or_else(|| {
         Error::Invalid(format!(
-            "cannot write a random Hugging Face '{}' checkpoint (supported: llama, qwen2, qwen3, qwen3moe)",
+            "cannot write a random Hugging Face '{}' checkpoint \
+             (supported: llama, qwen2, qwen3, qwen3moe, ernie4_5, pangu-embedded)",
             spec.arch
         ))
     })?;
@@ -104,6 +108,9 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
     }
     let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
+    if is_sentencepiece(&spec.arch) {
+        return write_random_spm_hf(spec, dtype, dir, class, model_type);
+    }
     let tok = tokenizer_json(&spec.arch, spec.n_vocab)?;
     let sp = specials(&spec.arch);
     let first_special = spec.n_vocab - sp.len();
@@ -112,23 +119,89 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
         _ => (None, first_special),
     };
 
-    // Tensors in the order `transformers` saves them, drawn from one stream.
+    write_tensors(spec, dtype, dir)?;
+
+    let mut config = json!({
+        "architectures": [class],
+        "model_type": model_type,
+        "vocab_size": spec.n_vocab,
+        "hidden_size": spec.n_embd,
+        "intermediate_size": spec.n_ff,
+        "num_hidden_layers": spec.n_layer,
+        "num_attention_heads": spec.n_head,
+        "num_key_value_heads": spec.n_head_kv,
+        "head_dim": spec.head_dim,
+        "max_position_embeddings": spec.n_ctx_train,
+        "rms_norm_eps": shortest(spec.rms_eps),
+        "rope_theta": shortest(spec.rope_base),
+        "hidden_act": "silu",
+        "tie_word_embeddings": spec.tied_output,
+        "torch_dtype": dtype.torch_name(),
+        "eos_token_id": eos,
+        "use_cache": true,
+    });
+    if let Some(b) = bos {
+        config["bos_token_id"] = json!(b);
+    }
+    if let Some(m) = experts(spec)? {
+        config["num_experts"] = json!(m.n_expert);
+        config["num_experts_per_tok"] = json!(m.n_expert_used);
+        config["moe_intermediate_size"] = json!(m.n_ff_exp);
+        config["decoder_sparse_step"] = json!(1);
+        config["mlp_only_layers"] = json!([]);
+        config["norm_topk_prob"] = json!(true);
+        config["output_router_logits"] = json!(false);
+        config["router_aux_loss_coef"] = json!(0.001);
+    }
+    if spec.arch == "llama" {
+        config["attention_bias"] = json!(false);
+        config["mlp_bias"] = json!(false);
+    }
+    let tok_config = json!({
+        "add_bos_token": bos.is_some(),
+        "add_eos_token": false,
+        "bos_token": bos.map(|b| sp[b - first_special]),
+        "eos_token": sp[eos - first_special],
+        "pad_token": Json::Null,
+        "model_max_length": spec.n_ctx_train,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": false,
+        "chat_template": CHAT_TEMPLATE,
+    });
+    write_json(dir, "config.json", &config)?;
+    write_json(dir, "tokenizer.json", &tok)?;
+    write_json(dir, "tokenizer_config.json", &tok_config)?;
+    Ok(())
+}
+
+fn write_json(dir: &Path, name: &str, v: &Json) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("JSON values serialize");
+    std::fs::write(dir.join(name), text + "\n")
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.join(name).display())))
+}
+
+/// Writes `model.safetensors`: tensors in the order `transformers` saves them,
+/// drawn from one stream.
+/// The experts of a Qwen3-MoE checkpoint (`None` for dense architectures).
+fn experts(spec: &RandomSpec) -> Result<Option<MoeSpec>> {
+    if spec.arch != "qwen3moe" {
+        return Ok(None);
+    }
+    let m = spec
+        .moe
+        .ok_or_else(|| Error::Invalid("a qwen3moe checkpoint needs experts".into()))?;
+    if m.n_expert_shared > 0 || m.n_layer_dense_lead > 0 {
+        return Err(Error::Invalid(
+            "Qwen3-MoE has no shared experts and no dense leading layers".into(),
+        ));
+    }
+    Ok(Some(m))
+}
+
+fn write_tensors(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<()> {
     let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
     let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
-    let moe = match spec.arch.as_str() {
-        "qwen3moe" => {
-            let m = spec
-                .moe
-                .ok_or_else(|| Error::Invalid("a qwen3moe checkpoint needs experts".into()))?;
-            if m.n_expert_shared > 0 || m.n_layer_dense_lead > 0 {
-                return Err(Error::Invalid(
-                    "Qwen3-MoE has no shared experts and no dense leading layers".into(),
-                ));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
+    let moe = experts(spec)?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut mat = |rng: &mut ChaCha8Rng, name: String, rows: usize, cols: usize, scale: f32| {
@@ -161,10 +234,13 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
         mat(&mut rng, n("self_attn.k_proj.weight"), kv_dim, d, sd);
         mat(&mut rng, n("self_attn.v_proj.weight"), kv_dim, d, sd);
         mat(&mut rng, n("self_attn.o_proj.weight"), d, q_dim, sq);
-        if spec.arch == "qwen2" {
+        if spec.arch == "qwen2" || spec.arch == "pangu-embedded" {
             vector(&mut rng, n("self_attn.q_proj.bias"), q_dim, 0.0, 0.3);
             vector(&mut rng, n("self_attn.k_proj.bias"), kv_dim, 0.0, 0.3);
             vector(&mut rng, n("self_attn.v_proj.bias"), kv_dim, 0.0, 0.3);
+        }
+        if spec.arch == "pangu-embedded" {
+            vector(&mut rng, n("self_attn.o_proj.bias"), d, 0.0, 0.3);
         }
         if spec.arch == "qwen3" || spec.arch == "qwen3moe" {
             vector(&mut rng, n("self_attn.q_norm.weight"), hd, 1.0, 0.1);
@@ -224,63 +300,7 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
         .collect::<Result<Vec<_>>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     safetensors::serialize_to_file(views, Some(meta), &dir.join("model.safetensors"))
-        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
-
-    let mut config = json!({
-        "architectures": [class],
-        "model_type": model_type,
-        "vocab_size": spec.n_vocab,
-        "hidden_size": d,
-        "intermediate_size": ff,
-        "num_hidden_layers": spec.n_layer,
-        "num_attention_heads": spec.n_head,
-        "num_key_value_heads": spec.n_head_kv,
-        "head_dim": hd,
-        "max_position_embeddings": spec.n_ctx_train,
-        "rms_norm_eps": shortest(spec.rms_eps),
-        "rope_theta": shortest(spec.rope_base),
-        "hidden_act": "silu",
-        "tie_word_embeddings": spec.tied_output,
-        "torch_dtype": dtype.torch_name(),
-        "eos_token_id": eos,
-        "use_cache": true,
-    });
-    if let Some(b) = bos {
-        config["bos_token_id"] = json!(b);
-    }
-    if let Some(m) = &moe {
-        config["num_experts"] = json!(m.n_expert);
-        config["num_experts_per_tok"] = json!(m.n_expert_used);
-        config["moe_intermediate_size"] = json!(m.n_ff_exp);
-        config["decoder_sparse_step"] = json!(1);
-        config["mlp_only_layers"] = json!([]);
-        config["norm_topk_prob"] = json!(true);
-        config["output_router_logits"] = json!(false);
-        config["router_aux_loss_coef"] = json!(0.001);
-    }
-    if spec.arch == "llama" {
-        config["attention_bias"] = json!(false);
-        config["mlp_bias"] = json!(false);
-    }
-    let tok_config = json!({
-        "add_bos_token": bos.is_some(),
-        "add_eos_token": false,
-        "bos_token": bos.map(|b| sp[b - first_special]),
-        "eos_token": sp[eos - first_special],
-        "pad_token": Json::Null,
-        "model_max_length": spec.n_ctx_train,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "clean_up_tokenization_spaces": false,
-        "chat_template": CHAT_TEMPLATE,
-    });
-    let write_json = |name: &str, v: &Json| -> Result<()> {
-        let text = serde_json::to_string_pretty(v).expect("JSON values serialize");
-        std::fs::write(dir.join(name), text + "\n").map_err(io)
-    };
-    write_json("config.json", &config)?;
-    write_json("tokenizer.json", &tok)?;
-    write_json("tokenizer_config.json", &tok_config)?;
-    Ok(())
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))
 }
 
 /// `x` as the f64 with the shortest decimal form that rounds to it (1e-5, not 9.99999974e-6).
@@ -394,6 +414,219 @@ fn tokenizer_json(arch: &str, n_vocab: usize) -> Result<Json> {
         }
     }))
 }
+
+/// Architectures whose checkpoints carry a SentencePiece `tokenizer.model`.
+fn is_sentencepiece(arch: &str) -> bool {
+    matches!(arch, "ernie4_5" | "pangu-embedded")
+}
+
+/// Pieces the architecture's real tokenizer defines as user-defined pieces
+/// and its `tokenizer_config.json` lists as special added tokens.
+fn spm_user_pieces(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "ernie4_5" => &["<|begin_of_sentence|>", "<|end_of_sentence|>", "<mask:1>"],
+        _ => &["[unused9]", "[unused10]"],
+    }
+}
+
+/// Ids below the embedding's rows that the SentencePiece model leaves out:
+/// ERNIE puts one token in `added_tokens.json` there and leaves the rest
+/// unused, as the real checkpoint's padded embedding does.
+fn spm_tail(arch: &str) -> usize {
+    match arch {
+        "ernie4_5" => 4,
+        _ => 0,
+    }
+}
+
+/// Words whose merges (each prefix one more character) come first, so the
+/// recorded texts tokenize into words.
+const SPM_WORDS: &[&str] = &[
+    "the", "in", "rain", "spain", "stays", "mainly", "plain", "and", "leading", "spaces",
+    "newlines", "tabs", "numbers", "caps", "hello", "world", "there", "hi", "user",
+];
+
+/// The pieces of a SentencePiece BPE model of `n` pieces: `<unk>`, `<s>`,
+/// `</s>`, the 256 byte pieces, the architecture's user-defined pieces, merges
+/// (scores -1, -2, ... in merge order) and last the single characters.
+fn spm_pieces(arch: &str, n: usize) -> Result<Vec<(String, f32, PieceType)>> {
+    let mut pieces: Vec<(String, f32, PieceType)> = vec![
+        ("<unk>".into(), 0.0, PieceType::Unknown),
+        ("<s>".into(), 0.0, PieceType::Control),
+        ("</s>".into(), 0.0, PieceType::Control),
+    ];
+    for b in 0..=255u8 {
+        pieces.push((format!("<0x{b:02X}>"), 0.0, PieceType::Byte));
+    }
+    for p in spm_user_pieces(arch) {
+        pieces.push((p.to_string(), 0.0, PieceType::UserDefined));
+    }
+    let chars: Vec<String> = "\u{2581}etaoinshrdlcumwfgypbvkjxqz"
+        .chars()
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(".,;:!?'-()\u{6771}\u{7528}\u{6237}\u{ff1a}".chars())
+        .map(String::from)
+        .collect();
+    let fixed = pieces.len() + chars.len();
+    if n < fixed + 16 {
+        return Err(Error::Invalid(format!(
+            "a SentencePiece vocabulary of {n} is too small (at least {})",
+            fixed + 16
+        )));
+    }
+    let n_merges = n - fixed;
+    let mut seen: std::collections::HashSet<String> = pieces
+        .iter()
+        .map(|p| p.0.clone())
+        .chain(chars.iter().cloned())
+        .collect();
+    let mut merges: Vec<String> = Vec::new();
+    let mut push = |m: String, merges: &mut Vec<String>| {
+        if merges.len() < n_merges && seen.insert(m.clone()) {
+            merges.push(m);
+        }
+    };
+    for w in SPM_WORDS {
+        let word: Vec<char> = std::iter::once('\u{2581}').chain(w.chars()).collect();
+        for k in 2..=word.len() {
+            push(word[..k].iter().collect(), &mut merges);
+        }
+    }
+    let letters: Vec<&String> = chars.iter().take(23).collect();
+    for a in &letters {
+        for b in letters.iter().skip(1) {
+            push(format!("{a}{b}"), &mut merges);
+        }
+    }
+    if merges.len() < n_merges {
+        return Err(Error::Invalid(format!(
+            "a random SentencePiece vocabulary holds at most {} pieces",
+            fixed + merges.len()
+        )));
+    }
+    for (k, m) in merges.into_iter().enumerate() {
+        pieces.push((m, -(k as f32 + 1.0), PieceType::Normal));
+    }
+    let base = pieces.len();
+    for (j, c) in chars.into_iter().enumerate() {
+        pieces.push((c, -((base + j) as f32), PieceType::Normal));
+    }
+    Ok(pieces)
+}
+
+/// Writes an ERNIE 4.5 or openPangu-Embedded checkpoint: weights,
+/// `config.json` as the real models' have it, a SentencePiece
+/// `tokenizer.model` and `tokenizer_config.json` (ERNIE also `added_tokens.json`).
+fn write_random_spm_hf(
+    spec: &RandomSpec,
+    dtype: HfDtype,
+    dir: &Path,
+    class: &str,
+    model_type: &str,
+) -> Result<()> {
+    let arch = spec.arch.as_str();
+    let n_pieces = spec.n_vocab.saturating_sub(spm_tail(arch));
+    let pieces = spm_pieces(arch, n_pieces)?;
+    write_tensors(spec, dtype, dir)?;
+    std::fs::write(dir.join("tokenizer.model"), encode_bpe_model(&pieces))
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
+    let id_of = |t: &str| {
+        pieces
+            .iter()
+            .position(|p| p.0 == t)
+            .expect("a defined piece")
+    };
+    let added = |id: usize, content: &str| {
+        (
+            id.to_string(),
+            json!({"content": content, "lstrip": false, "normalized": false, "rstrip": false,
+                   "single_word": false, "special": true}),
+        )
+    };
+    let mut decoder: serde_json::Map<String, Json> = ["<unk>", "<s>", "</s>"]
+        .iter()
+        .chain(spm_user_pieces(arch))
+        .map(|t| added(id_of(t), t))
+        .collect();
+    let mut config = json!({
+        "architectures": [class],
+        "model_type": model_type,
+        "bos_token_id": 1,
+        "pad_token_id": 0,
+        "hidden_act": "silu",
+        "hidden_size": spec.n_embd,
+        "intermediate_size": spec.n_ff,
+        "max_position_embeddings": spec.n_ctx_train,
+        "num_attention_heads": spec.n_head,
+        "num_key_value_heads": spec.n_head_kv,
+        "num_hidden_layers": spec.n_layer,
+        "rms_norm_eps": shortest(spec.rms_eps),
+        "rope_theta": shortest(spec.rope_base),
+        "tie_word_embeddings": spec.tied_output,
+        "torch_dtype": dtype.torch_name(),
+        "use_cache": true,
+        "vocab_size": spec.n_vocab,
+    });
+    let mut tok_config = json!({
+        "bos_token": "<s>",
+        "pad_token": "<unk>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": false,
+        "legacy": true,
+        "model_max_length": spec.n_ctx_train,
+        "spaces_between_special_tokens": false,
+    });
+    if arch == "ernie4_5" {
+        config["eos_token_id"] = json!(2);
+        config["head_dim"] = json!(spec.head_dim);
+        config["use_bias"] = json!(false);
+        let image = "<|IMAGE_PLACEHOLDER|>";
+        write_json(dir, "added_tokens.json", &json!({ image: pieces.len() }))?;
+        let (k, v) = added(pieces.len(), image);
+        decoder.insert(k, v);
+        for (k, v) in [
+            ("add_bos_token", json!(false)),
+            ("add_eos_token", json!(false)),
+            ("eos_token", json!("</s>")),
+            ("cls_token", json!("<|begin_of_sentence|>")),
+            ("sep_token", json!("<|end_of_sentence|>")),
+            ("mask_token", json!("<mask:1>")),
+            ("tokenizer_class", json!("Ernie4_5_Tokenizer")),
+            ("chat_template", json!(ERNIE_TEMPLATE)),
+        ] {
+            tok_config[k] = v;
+        }
+    } else {
+        // openPangu's config.json has no head_dim: it is hidden_size / heads.
+        if spec.head_dim * spec.n_head != spec.n_embd {
+            config["head_dim"] = json!(spec.head_dim);
+        }
+        config["eos_token_id"] = json!(id_of("[unused10]"));
+        config["bias"] = json!(true);
+        config["attention_dropout"] = json!(0.0);
+        for (k, v) in [
+            ("add_bos_token", json!(true)),
+            ("add_eos_token", json!(false)),
+            ("add_prefix_space", json!(true)),
+            ("eos_token", json!("[unused10]")),
+            ("tokenizer_class", json!("PanguTokenizer")),
+            ("chat_template", json!(PANGU_TEMPLATE)),
+        ] {
+            tok_config[k] = v;
+        }
+    }
+    tok_config["added_tokens_decoder"] = Json::Object(decoder);
+    write_json(dir, "config.json", &config)?;
+    write_json(dir, "tokenizer_config.json", &tok_config)?;
+    Ok(())
+}
+
+/// ERNIE 4.5's turn format, enough for the converters to carry.
+const ERNIE_TEMPLATE: &str = "<|begin_of_sentence|>{% for m in messages %}{% if m['role'] == 'assistant' %}Assistant: {{ m['content'] }}<|end_of_sentence|>{% else %}User: {{ m['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant: {% endif %}";
+
+/// openPangu-Embedded's turn format, enough for the converters to carry.
+const PANGU_TEMPLATE: &str = "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[unused9]用户：' + m['content'] + '[unused10]' }}{% else %}{{ '[unused9]助手：' + m['content'] + '[unused10]' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '[unused9]助手：' }}{% endif %}";
 
 #[cfg(test)]
 mod tests {

@@ -118,8 +118,10 @@ fn same(recorded: &Value, ours: &Value) -> bool {
 }
 
 /// Where `model`'s tokenizer encodes the case's texts otherwise than
-/// `transformers` did.
+/// `transformers` did (or llama.cpp, for checkpoints whose tokenizer
+/// `transformers` cannot load: the case's `tokenize_by`).
 fn tokenize_mismatches(name: &str, model: &Model, case: &Value) -> Vec<String> {
+    let by = case["tokenize_by"].as_str().unwrap_or("transformers");
     let mut out = Vec::new();
     for t in case["tokenize"].as_array().unwrap() {
         let text = t["text"].as_str().unwrap();
@@ -132,7 +134,7 @@ fn tokenize_mismatches(name: &str, model: &Model, case: &Value) -> Vec<String> {
         let got = model.tokenizer.encode(text, true, true);
         if got != want {
             out.push(format!(
-                "{name}: {text:?} encodes as {got:?}, transformers gives {want:?}"
+                "{name}: {text:?} encodes as {got:?}, {by} gives {want:?}"
             ));
         }
     }
@@ -156,8 +158,10 @@ fn tokens_of(case: &Value) -> Vec<u32> {
 }
 
 /// A Hugging Face directory loads directly (weights in the checkpoint's own
-/// type, text encoded by its `tokenizer.json`) and gives `transformers`' logits
-/// and token ids.
+/// type, text encoded by its `tokenizer.json`, or by the converted
+/// SentencePiece vocabulary where it has only `tokenizer.model`) and gives
+/// `transformers`' logits and token ids, and llama.cpp's logits on llama.cpp's
+/// conversion to the checkpoint's own type.
 #[test]
 fn hf_directories_load_and_match_transformers() {
     let manifest = manifest();
@@ -179,9 +183,10 @@ fn hf_directories_load_and_match_transformers() {
         let dir = tmp.path().join(&name);
         write_random_hf(&spec, HfDtype::parse(dtype).unwrap(), &dir).unwrap();
         let model = Model::load(&dir).unwrap();
-        assert!(
+        assert_eq!(
             model.tokenizer.is_hf(),
-            "{name}: not encoding with tokenizer.json"
+            dir.join("tokenizer.json").is_file(),
+            "{name}: encodes with tokenizer.json exactly when the directory has one"
         );
         let main_type = model.info.tensor_types[0].0;
         assert_eq!(
@@ -197,14 +202,30 @@ fn hf_directories_load_and_match_transformers() {
         let hf = read_f16(&fixtures().join(case["hf_logits"].as_str().unwrap()));
         let (kl, top1) = compare(&hf, &ours, spec.n_vocab);
         let bound = top1_bound(case, spec.n_vocab);
-        println!(
-            "{name:12} from the directory: vs transformers KL {kl:.2e} top-1 {top1:.3} (bound {bound:.3})"
+        let mut line = format!(
+            "{name:20} from the directory: vs transformers KL {kl:.2e} top-1 {top1:.3} (bound {bound:.3})"
         );
         if kl > 1e-4 || top1 < bound {
             failures.push(format!(
                 "{name}: against transformers KL {kl:.2e}, top-1 {top1:.3}"
             ));
         }
+        // llama.cpp's conversion kept the checkpoint's type: its logits too.
+        if case["outtype"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(dtype)
+        {
+            let llama = read_f16(&fixtures().join(case["llama_cpp_logits"].as_str().unwrap()));
+            let (kl, top1) = compare(&llama, &ours, spec.n_vocab);
+            line += &format!(", vs llama.cpp KL {kl:.2e} top-1 {top1:.3}");
+            if kl > 1e-4 || top1 < 0.98 {
+                failures.push(format!(
+                    "{name}: from the directory against llama.cpp KL {kl:.2e}, top-1 {top1:.3}"
+                ));
+            }
+        }
+        println!("{line}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
