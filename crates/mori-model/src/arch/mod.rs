@@ -33,6 +33,13 @@ pub trait Network: Send + Sync {
 
     /// Layers and floats per position that the KV cache must hold.
     fn kv_shape(&self) -> (usize, usize);
+
+    /// A KV cache for `n_ctx` positions. Every layer keeps every position unless
+    /// the architecture says otherwise (sliding-window layers keep less).
+    fn new_cache(&self, n_ctx: usize) -> KvCache {
+        let (n_layer, kv_dim) = self.kv_shape();
+        KvCache::new(n_layer, n_ctx, kv_dim)
+    }
 }
 
 /// A 2-D weight read in place from the file: `n_rows` rows of `n_cols` elements.
