@@ -217,30 +217,40 @@ impl Rope {
     /// Rotates every head of `x` (`n_heads` heads of `head_dim` floats) using the
     /// angles `cs` from [`Rope::angles`].
     pub fn apply(&self, x: &mut [f32], n_heads: usize, head_dim: usize, cs: &[f32]) {
-        let half = self.n_rot / 2;
+        let neox = self.layout == RopeLayout::Neox;
         for h in 0..n_heads {
-            let head = &mut x[h * head_dim..(h + 1) * head_dim];
-            match self.layout {
-                RopeLayout::Normal => {
-                    for i in 0..half {
-                        let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-                        let (a, b) = (head[2 * i], head[2 * i + 1]);
-                        head[2 * i] = a * c - b * s;
-                        head[2 * i + 1] = a * s + b * c;
-                    }
-                }
-                RopeLayout::Neox => {
-                    for i in 0..half {
-                        let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-                        let (a, b) = (head[i], head[i + half]);
-                        head[i] = a * c - b * s;
-                        head[i + half] = a * s + b * c;
-                    }
-                }
-            }
+            rope_rotate(
+                &mut x[h * head_dim..(h + 1) * head_dim],
+                self.n_rot,
+                neox,
+                cs,
+            );
         }
     }
 }
+
+fma_dispatch!(
+    /// Rotates the first `n_rot` dimensions of one head: adjacent pairs, or
+    /// split halves when `neox`. Each output is one fused multiply-add over a
+    /// rounded product, `a·c - (b·s)` and `a·s + (b·c)`, as the compiler fuses
+    /// ggml's `x0*cos - x1*sin` in llama.cpp's x86 build: the last bits of q
+    /// and k then match it, which matters where they are scaled before being
+    /// rounded to f16 (Gemma).
+    pub fn rope_rotate(head: &mut [f32], n_rot: usize, neox: bool, cs: &[f32]) {
+        let half = n_rot / 2;
+        for i in 0..half {
+            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+            let (ia, ib) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (a, b) = (head[ia], head[ib]);
+            head[ia] = a.mul_add(c, -(b * s));
+            head[ib] = a.mul_add(s, b * c);
+        }
+    }
+);
 
 #[cfg(test)]
 mod tests {
