@@ -207,6 +207,9 @@ pub struct RandomModelArgs {
     /// Reuse the token embedding as the output matrix.
     #[arg(long)]
     tied: bool,
+    /// Positions a sliding-window layer sees (gemma3: five layers in six); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    sliding_window: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -230,6 +233,7 @@ pub fn dev(c: DevCommand) -> Result<()> {
                 rope_base: a.rope_base,
                 rms_eps: 1e-5,
                 tied_output: a.tied,
+                sliding_window: a.sliding_window,
                 file_type,
                 seed: a.seed,
             };
