@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mori_formats::GgufFile;
 use mori_kernels::ops::RopeLayout;
 
-use crate::arch::{llama, Network};
+use crate::arch::{gemma3, llama, Network};
 use crate::hparams::HParams;
 use crate::Result;
 
@@ -38,6 +38,11 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
         name: "qwen3",
         covers: "Qwen3",
         load: load_qwen3,
+    },
+    ArchEntry {
+        name: "gemma3",
+        covers: "Gemma 3 (text)",
+        load: load_gemma3,
     },
 ];
 
@@ -80,4 +85,8 @@ fn load_qwen3(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
         qk_norm: true,
     };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
+}
+
+fn load_gemma3(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
+    Ok(Box::new(gemma3::Gemma3::load(f, hp)?))
 }

@@ -1,5 +1,6 @@
 //! One module per architecture family, and the weight handles they share.
 
+pub mod gemma3;
 pub mod llama;
 
 use std::sync::Arc;
