@@ -18,10 +18,10 @@ comparison those of the same weights with a window longer than the text.
 
 Usage (from the repository root, with llama-cpp-python installed):
     cargo build --release -p mori
-    python3 scripts/record_conformance.py [--mori target/release/mori] [--arch gemma3 ...]
+    python3 scripts/record_conformance.py [--mori target/release/mori] [--arch ARCH ...]
 
-With --arch, only those architectures are recorded and their cases replace
-theirs in the manifest; the other cases are kept as they are.
+With --arch, only those architectures are recorded again; the manifest keeps the
+other cases as they are.
 """
 
 import argparse
@@ -48,6 +48,20 @@ SPECS = {
                   rope_base=1000000.0, tied=True, seed=2),
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=3),
+    # ERNIE 4.5 0.3B: tied output, query width (heads x 128) != hidden, adjacent-pair RoPE;
+    # random q/k/v biases (its `use_bias` form).
+    "ernie4_5": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
+                     rope_base=500000.0, tied=True, seed=4),
+    # openPangu-Embedded: rotate-half RoPE, random q/k/v and output-projection biases.
+    "pangu-embedded": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=1, head_dim=64, ff=768, ctx=4096,
+                           rope_base=16000000.0, tied=False, seed=5),
+    # Mixtures of experts: 8 experts, 2 per token; ERNIE with one dense first
+    # layer and a shared expert.
+    "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
+                     rope_base=1000000.0, tied=False, seed=11, experts=8, experts_used=2, expert_ff=256),
+    "ernie4_5-moe": dict(vocab=384, embd=256, layers=3, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
+                         rope_base=500000.0, tied=True, seed=12, experts=8, experts_used=2, expert_ff=256,
+                         shared_experts=1, dense_lead=1),
     # Seven layers: windowed 0-4 and 6, full 5 (Gemma 3's five in six); a
     # 16-token window, so 64 positions really slide; heads wider than
     # embd / heads; local and global RoPE bases differ (10000 and 1e6). Not
@@ -57,8 +71,13 @@ SPECS = {
                    rope_base=1000000.0, tied=False, sliding_window=16, seed=4),
 }
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"]
-# Architectures recorded in fewer types than TYPES.
+# Architectures checked on fewer types than TYPES: the float types, Q8_0, Q4_0 and the
+# Q4_K_M mix cover every kernel path; the rest is the same code as for llama.
 ARCH_TYPES = {
+    "ernie4_5": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "pangu-embedded": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "qwen3moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "ernie4_5-moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
     "gemma3": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
 }
 
@@ -174,20 +193,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
     ap.add_argument("--arch", action="append", choices=sorted(SPECS),
-                    help="record only these architectures (repeatable); keep the other cases")
+                    help="record only these architectures and keep the manifest's other cases (repeatable)")
     args = ap.parse_args()
     os.makedirs(FIXTURES, exist_ok=True)
-    archs = args.arch or list(SPECS)
-    cases = []
     manifest_path = os.path.join(FIXTURES, "manifest.json")
-    if args.arch and os.path.exists(manifest_path):
+    cases = []
+    if args.arch:
         with open(manifest_path) as f:
-            cases = [c for c in json.load(f)["cases"] if c["arch"] not in archs]
+            cases = [c for c in json.load(f)["cases"] if c["arch"] not in args.arch]
     with tempfile.TemporaryDirectory() as tmp:
-        if "gemma3" in archs:
+        if not args.arch or "gemma3" in args.arch:
             record_window(args.mori, tmp)
-        for arch in archs:
-            spec = SPECS[arch]
+        for arch, spec in SPECS.items():
+            if args.arch and arch not in args.arch:
+                continue
             rng = random.Random(1000 + spec["seed"])
             tokens = [1] + [rng.randrange(3, spec["vocab"]) for _ in range(N_POS - 1)]
             for ty in ARCH_TYPES.get(arch, TYPES):
@@ -204,7 +223,7 @@ def main():
                 cases.append(dict(arch=arch, type=ty, spec=spec, sha256=sha256(path), tokens=tokens,
                                   logits=name, logit_std=round(std, 3), llama_cpp_self_kl=float(f"{self_kl:.3e}"),
                                   llama_cpp_self_top1=round(self_top1, 4)))
-                print(f"{arch:6} {ty:7} logit std {std:.2f}  llama.cpp self KL {self_kl:.2e} top-1 {self_top1:.3f}", file=sys.stderr)
+                print(f"{arch:14} {ty:7} logit std {std:.2f}  llama.cpp self KL {self_kl:.2e} top-1 {self_top1:.3f}", file=sys.stderr)
     manifest = dict(
         reference=f"llama-cpp-python {llama_cpp.__version__}, one token at a time, no weight repacking",
         n_pos=N_POS,

@@ -46,7 +46,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let model = Model::load(crate::store::gguf(&a.model)?)?;
+    let model = Model::load(crate::store::model_path(&a.model)?)?;
     let threads = a
         .threads
         .unwrap_or_else(crate::commands::default_threads)

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mori_engine::Session;
 use mori_kernels::ThreadPool;
-use mori_model::random::{write_random_model, FileType, RandomSpec};
+use mori_model::random::{write_random_model, FileType, MoeSpec, RandomSpec};
+use mori_model::random_hf::{write_random_hf, HfDtype};
 use mori_model::{Logits, Model};
 
 pub fn default_threads() -> usize {
@@ -32,9 +33,13 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let f = mori_formats::GgufFile::open(&a.model)?;
-    let tok =
-        mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model))?;
+    let r = crate::store::resolve(&a.model)?;
+    let tok = if r.format == mori_store::ModelFormat::Gguf {
+        let f = mori_formats::GgufFile::open(&r.path)?;
+        mori_model::Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", a.model))?
+    } else {
+        Model::load(&r.path)?.tokenizer
+    };
     let ids = tok.encode(&a.text, !a.no_special, !a.no_parse_special);
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
@@ -53,7 +58,7 @@ pub struct LogitsArgs {
 }
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
-    let model = Model::load(crate::store::gguf(&a.model)?)?;
+    let model = Model::load(crate::store::model_path(&a.model)?)?;
     let pool = ThreadPool::new(a.threads.unwrap_or_else(default_threads).max(1));
     let mut cache = model.new_cache(a.tokens.len());
     let all = model.forward(&pool, &mut cache, &a.tokens, Logits::All)?;
@@ -74,7 +79,7 @@ pub struct InfoArgs {
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let m = Model::load(crate::store::gguf(&a.model)?)?;
+    let m = Model::load(crate::store::model_path(&a.model)?)?;
     let hp = &m.hparams;
     println!("file          {}", m.info.path);
     if let Some(name) = &m.info.name {
@@ -175,6 +180,9 @@ fn run_demo(path: &std::path::Path, a: &DemoArgs) -> Result<()> {
 pub enum DevCommand {
     /// Write a random-weight model of a supported architecture.
     RandomModel(RandomModelArgs),
+    /// Write a random-weight Hugging Face checkpoint (config.json, model.safetensors,
+    /// tokenizer.json) into the directory OUT; --type is F32, F16 or BF16.
+    RandomHf(RandomModelArgs),
 }
 
 #[derive(Args)]
@@ -212,6 +220,53 @@ pub struct RandomModelArgs {
     sliding_window: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Routed experts per MoE layer (qwen3moe, ernie4_5-moe); 0: the arch's default set.
+    #[arg(long, default_value_t = 0)]
+    experts: usize,
+    /// Experts each token is routed to.
+    #[arg(long, default_value_t = 2)]
+    experts_used: usize,
+    /// Hidden width of one expert.
+    #[arg(long, default_value_t = 256)]
+    expert_ff: usize,
+    /// Shared experts every token also goes through (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    shared_experts: usize,
+    /// Leading layers with a dense feed-forward (ERNIE).
+    #[arg(long, default_value_t = 0)]
+    dense_lead: usize,
+}
+
+impl RandomModelArgs {
+    fn spec(&self, file_type: FileType) -> RandomSpec {
+        RandomSpec {
+            arch: self.arch.clone(),
+            n_vocab: self.vocab,
+            n_embd: self.embd,
+            n_layer: self.layers,
+            n_head: self.heads,
+            n_head_kv: self.kv_heads,
+            head_dim: self.head_dim,
+            n_ff: self.ff,
+            n_ctx_train: self.ctx,
+            rope_base: self.rope_base,
+            rms_eps: 1e-5,
+            tied_output: self.tied,
+            sliding_window: self.sliding_window,
+            file_type,
+            seed: self.seed,
+            moe: match self.experts {
+                0 => MoeSpec::default_for(&self.arch),
+                n_expert => Some(MoeSpec {
+                    n_expert,
+                    n_expert_used: self.experts_used,
+                    n_ff_exp: self.expert_ff,
+                    n_expert_shared: self.shared_experts,
+                    n_layer_dense_lead: self.dense_lead,
+                }),
+            },
+        }
+    }
 }
 
 pub fn dev(c: DevCommand) -> Result<()> {
@@ -220,24 +275,19 @@ pub fn dev(c: DevCommand) -> Result<()> {
             let Some(file_type) = FileType::parse(&a.ty) else {
                 bail!("unknown tensor type '{}'", a.ty)
             };
-            let spec = RandomSpec {
-                arch: a.arch,
-                n_vocab: a.vocab,
-                n_embd: a.embd,
-                n_layer: a.layers,
-                n_head: a.heads,
-                n_head_kv: a.kv_heads,
-                head_dim: a.head_dim,
-                n_ff: a.ff,
-                n_ctx_train: a.ctx,
-                rope_base: a.rope_base,
-                rms_eps: 1e-5,
-                tied_output: a.tied,
-                sliding_window: a.sliding_window,
-                file_type,
-                seed: a.seed,
+            write_random_model(&a.spec(file_type), &a.out)?;
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+        DevCommand::RandomHf(a) => {
+            let Some(dtype) = HfDtype::parse(&a.ty) else {
+                bail!("a checkpoint stores F32, F16 or BF16, not '{}'", a.ty)
             };
-            write_random_model(&spec, &a.out)?;
+            write_random_hf(
+                &a.spec(FileType::Uniform(mori_kernels::GgmlType::F32)),
+                dtype,
+                &a.out,
+            )?;
             eprintln!("wrote {}", a.out.display());
             Ok(())
         }
@@ -294,7 +344,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let model = Model::load(crate::store::gguf(&a.model)?)?;
+    let model = Model::load(crate::store::model_path(&a.model)?)?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = model.tokenizer.encode(&text, false, true);

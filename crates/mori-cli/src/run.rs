@@ -117,13 +117,6 @@ pub fn run(a: RunArgs) -> Result<()> {
         None => None,
     };
     let resolved = crate::store::resolve(&a.model)?;
-    if resolved.format != mori_store::ModelFormat::Gguf {
-        bail!(
-            "{:?} is a safetensors model; convert it first: mori convert {} OUT.gguf",
-            a.model,
-            resolved.path.display()
-        );
-    }
     let model = Model::load(&resolved.path)?;
     // A recipe's parameters fill in what the command line leaves out.
     let recipe = resolved.recipe.clone().unwrap_or_default();

@@ -13,10 +13,15 @@ use mori_store::{ModelFormat, PullRequest, ResolvedModel, Store};
 pub fn resolve(arg: &str) -> Result<ResolvedModel> {
     // A file on disk needs no store (and must not create one).
     let p = Path::new(arg);
-    if p.is_file() {
+    let hf_dir = p.is_dir() && p.join("config.json").is_file();
+    if p.is_file() || hf_dir {
         return Ok(ResolvedModel {
             path: p.to_path_buf(),
-            format: ModelFormat::Gguf,
+            format: if hf_dir {
+                ModelFormat::Safetensors
+            } else {
+                ModelFormat::Gguf
+            },
             digest: None,
             name: None,
             manifest: None,
@@ -32,7 +37,7 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
     })
 }
 
-/// The GGUF file a MODEL argument names.
+/// The GGUF file a MODEL argument names, for the commands that need one.
 pub fn gguf(arg: &str) -> Result<PathBuf> {
     let r = resolve(arg)?;
     if r.format != ModelFormat::Gguf {
@@ -42,6 +47,12 @@ pub fn gguf(arg: &str) -> Result<PathBuf> {
         );
     }
     Ok(r.path)
+}
+
+/// What a MODEL argument names, for [`mori_model::Model::load`]: a GGUF file
+/// or a Hugging Face directory.
+pub fn model_path(arg: &str) -> Result<PathBuf> {
+    Ok(resolve(arg)?.path)
 }
 
 /// A store recipe as the server applies it.
@@ -91,9 +102,6 @@ pub fn all_server_models() -> Result<Vec<mori_server::models::ModelSpec>> {
 /// The store model `name` as the server offers it.
 pub fn server_model(store: &Store, name: &str) -> Result<mori_server::models::ModelSpec> {
     let r = store.resolve(name)?;
-    if r.format != ModelFormat::Gguf {
-        bail!("{name:?} is a safetensors model; convert it to GGUF first");
-    }
     Ok(mori_server::models::ModelSpec {
         name: r
             .name

@@ -210,3 +210,42 @@ fn run_applies_the_recipe_and_the_command_line_wins() {
     assert_eq!(recipe, by_hand("11"));
     assert_eq!(ok(h, &["run", "terse", q, "--seed", "12"]), by_hand("12"));
 }
+
+/// A Hugging Face directory runs as it is, from its path and from the store,
+/// and gives what its conversion to GGUF gives.
+#[test]
+fn a_safetensors_model_runs_from_its_directory_and_from_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = h.join("tiny-qwen");
+    let d = dir.to_str().unwrap();
+    ok(
+        h,
+        &["dev", "random-hf", d, "--arch", "qwen2", "--type", "BF16"],
+    );
+    let run = |model: &str| {
+        ok(
+            h,
+            &[
+                "run",
+                model,
+                "the rain in",
+                "--raw",
+                "-n",
+                "12",
+                "--seed",
+                "3",
+            ],
+        )
+    };
+    let from_dir = run(d);
+    assert!(!from_dir.is_empty());
+    ok(h, &["import", d, "tiny-qwen:bf16"]);
+    assert_eq!(run("tiny-qwen:bf16"), from_dir);
+    let gguf = h.join("tiny-qwen.gguf");
+    ok(h, &["convert", d, gguf.to_str().unwrap(), "--type", "BF16"]);
+    assert_eq!(run(gguf.to_str().unwrap()), from_dir);
+    // The directory's tokenizer.json encodes as the converted vocabulary does.
+    let tok = |m: &str| ok(h, &["tokenize", m, "the rain<|im_end|> in spain"]);
+    assert_eq!(tok(d), tok(gguf.to_str().unwrap()));
+}

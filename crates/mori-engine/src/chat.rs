@@ -82,7 +82,27 @@ pub struct RenderOptions {
 }
 
 /// Names accepted by [`ChatTemplate::builtin`].
-pub const BUILTIN_NAMES: &[&str] = &["chatml", "transcript"];
+pub const BUILTIN_NAMES: &[&str] = &["chatml", "transcript", "ernie4_5", "pangu-embedded"];
+
+/// ERNIE 4.5's template as its Hugging Face tokenizer ships it (`User: `/`Assistant: `
+/// turns after `<|begin_of_sentence|>`, answers closed by `<|end_of_sentence|>`).
+/// llama.cpp has no format of its own for it.
+const ERNIE4_5: &str = include_str!("templates/ernie4_5.jinja");
+
+/// openPangu-Embedded's template as its Hugging Face tokenizer ships it
+/// (`[unused9]系统：…[unused10]`, `用户`, `助手`, `工具`, `方法` turns); it renders as
+/// llama.cpp's `pangu-embedded` format does.
+const PANGU_EMBEDDED: &str = include_str!("templates/pangu-embedded.jinja");
+
+/// The built-in template for models of GGUF architecture `arch` that carry no
+/// `tokenizer.chat_template`, for the architectures whose chat format is fixed.
+pub fn builtin_for_arch(arch: &str) -> Option<&'static str> {
+    match arch {
+        "ernie4_5" => Some("ernie4_5"),
+        "pangu-embedded" => Some("pangu-embedded"),
+        _ => None,
+    }
+}
 
 /// ChatML, the format of Qwen and many fine-tunes; llama.cpp's and Mori's choice for
 /// `--template chatml`.
@@ -132,6 +152,10 @@ impl ChatTemplate {
         let (source, stops) = match name {
             "chatml" => (CHATML, vec!["<|im_end|>", "<|im_start|>"]),
             "transcript" => (TRANSCRIPT, vec!["\nUser:"]),
+            // These models were trained on their format; the texts that close an
+            // answer also stop one whose closing token is not marked end-of-generation.
+            "ernie4_5" => (ERNIE4_5, vec!["<|end_of_sentence|>"]),
+            "pangu-embedded" => (PANGU_EMBEDDED, vec!["[unused10]"]),
             _ => return Err(TemplateError::UnknownBuiltin(name.to_string())),
         };
         let mut t = ChatTemplate::new(format!("built-in {name}"), source)?;
@@ -139,13 +163,16 @@ impl ChatTemplate {
         Ok(t)
     }
 
-    /// The template a model file carries (`tokenizer.chat_template`), if any.
+    /// The template a model file carries (`tokenizer.chat_template`), if any; else
+    /// the built-in format of its architecture ([`builtin_for_arch`]), if it has one.
     pub fn from_model(model: &Model) -> Result<Option<Self>> {
         match model.file().get_str("tokenizer.chat_template") {
             Ok(Some(src)) => {
                 ChatTemplate::new("the model's tokenizer.chat_template", src).map(Some)
             }
-            Ok(None) => Ok(None),
+            Ok(None) => builtin_for_arch(&model.info.arch)
+                .map(ChatTemplate::builtin)
+                .transpose(),
             Err(e) => Err(TemplateError::Syntax(e.to_string())),
         }
     }

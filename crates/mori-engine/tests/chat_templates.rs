@@ -95,3 +95,107 @@ fn templates_render_as_transformers_does() {
     assert!(n_checked >= 80, "only {n_checked} renders checked");
     eprintln!("{n_checked} renders equal transformers' byte for byte");
 }
+
+/// Renders `case` (a recorded conversation) with `template` and no special tokens.
+fn render_case(template: &ChatTemplate, case: &Value) -> String {
+    let messages: Vec<Value> = serde_json::from_value(case["messages"].clone()).unwrap();
+    let opts = RenderOptions {
+        add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
+        ..Default::default()
+    };
+    template
+        .render(&messages, &SpecialTokens::default(), &opts)
+        .unwrap()
+}
+
+/// The built-in templates that models of an architecture get when their file has
+/// none are their Hugging Face templates, byte for byte, and render every recorded
+/// conversation as `transformers` does.
+#[test]
+fn architecture_builtins_are_the_models_own_templates() {
+    let dir = fixtures();
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("chat_templates.json")).unwrap())
+            .unwrap();
+    for (arch, fixture) in [
+        ("ernie4_5", "ernie4.5"),
+        ("pangu-embedded", "openpangu-embedded"),
+    ] {
+        let name = mori_engine::chat::builtin_for_arch(arch).unwrap();
+        let builtin = ChatTemplate::builtin(name).unwrap();
+        let hf = std::fs::read_to_string(dir.join(format!("{fixture}.jinja"))).unwrap();
+        assert_eq!(
+            builtin.source(),
+            hf,
+            "{arch}: built-in differs from the HF template"
+        );
+        let t = recorded["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == fixture)
+            .unwrap();
+        let mut n = 0;
+        for case in t["cases"].as_array().unwrap() {
+            // The recorded renders used no special tokens these templates print.
+            let (Some(want), None) = (case["text"].as_str(), case.get("tools")) else {
+                continue;
+            };
+            if case.get("extra").is_some() {
+                continue;
+            }
+            assert_eq!(render_case(&builtin, case), want, "{arch}/{}", case["name"]);
+            n += 1;
+        }
+        assert!(n >= 5, "{arch}: only {n} renders checked");
+    }
+    assert_eq!(mori_engine::chat::builtin_for_arch("llama"), None);
+}
+
+/// openPangu's built-in renders as llama.cpp's `pangu-embedded` chat format
+/// (llama-chat.cpp), recorded by `scripts/record_llama_cpp_chat.py`.
+#[test]
+fn pangu_builtin_matches_llama_cpp() {
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("llama_cpp_builtin.json")).unwrap(),
+    )
+    .unwrap();
+    let mut n = 0;
+    for f in recorded["formats"].as_array().unwrap() {
+        let builtin = ChatTemplate::builtin(f["builtin"].as_str().unwrap()).unwrap();
+        for case in f["cases"].as_array().unwrap() {
+            // Formats llama.cpp does not have (ERNIE 4.5) record no text.
+            let Some(want) = case["text"].as_str() else {
+                continue;
+            };
+            assert_eq!(
+                render_case(&builtin, case),
+                want,
+                "{}/{}",
+                f["builtin"],
+                case["name"]
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "only {n} llama.cpp renders checked");
+}
+
+/// A GGUF without `tokenizer.chat_template` gets its architecture's built-in
+/// format; other architectures get none.
+#[test]
+fn files_without_a_template_get_their_architectures_format() {
+    use mori_model::random::{build, FileType, RandomSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let load = |arch: &str| {
+        let spec = RandomSpec::tiny(arch, FileType::parse("Q8_0").unwrap());
+        let path = dir.path().join(format!("{arch}.gguf"));
+        build(&spec).unwrap().write(&path).unwrap();
+        mori_model::Model::load(&path).unwrap()
+    };
+    for arch in ["ernie4_5", "pangu-embedded"] {
+        let t = ChatTemplate::from_model(&load(arch)).unwrap().unwrap();
+        assert_eq!(t.name(), format!("built-in {arch}"));
+    }
+    assert!(ChatTemplate::from_model(&load("llama")).unwrap().is_none());
+}

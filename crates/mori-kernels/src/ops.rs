@@ -216,41 +216,38 @@ impl Rope {
 
     /// Rotates every head of `x` (`n_heads` heads of `head_dim` floats) using the
     /// angles `cs` from [`Rope::angles`].
+    ///
+    /// Each rotated value is one fused multiply-add over a rounded product,
+    /// `fma(a, c, -(b * s))` and `fma(a, s, b * c)`: the contraction the C
+    /// compiler makes of ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` in
+    /// llama.cpp's x86 builds. Plain products differ from it in the last bit,
+    /// and a last-bit difference in a query or key can cross an f16 rounding
+    /// in the attention products and then an 8-bit activation rounding.
     pub fn apply(&self, x: &mut [f32], n_heads: usize, head_dim: usize, cs: &[f32]) {
-        let neox = self.layout == RopeLayout::Neox;
+        let half = self.n_rot / 2;
         for h in 0..n_heads {
-            rope_rotate(
-                &mut x[h * head_dim..(h + 1) * head_dim],
-                self.n_rot,
-                neox,
-                cs,
-            );
+            let head = &mut x[h * head_dim..(h + 1) * head_dim];
+            match self.layout {
+                RopeLayout::Normal => {
+                    for i in 0..half {
+                        let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                        let (a, b) = (head[2 * i], head[2 * i + 1]);
+                        head[2 * i] = a.mul_add(c, -(b * s));
+                        head[2 * i + 1] = a.mul_add(s, b * c);
+                    }
+                }
+                RopeLayout::Neox => {
+                    for i in 0..half {
+                        let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                        let (a, b) = (head[i], head[i + half]);
+                        head[i] = a.mul_add(c, -(b * s));
+                        head[i + half] = a.mul_add(s, b * c);
+                    }
+                }
+            }
         }
     }
 }
-
-fma_dispatch!(
-    /// Rotates the first `n_rot` dimensions of one head: adjacent pairs, or
-    /// split halves when `neox`. Each output is one fused multiply-add over a
-    /// rounded product, `a·c - (b·s)` and `a·s + (b·c)`, as the compiler fuses
-    /// ggml's `x0*cos - x1*sin` in llama.cpp's x86 build: the last bits of q
-    /// and k then match it, which matters where they are scaled before being
-    /// rounded to f16 (Gemma).
-    pub fn rope_rotate(head: &mut [f32], n_rot: usize, neox: bool, cs: &[f32]) {
-        let half = n_rot / 2;
-        for i in 0..half {
-            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-            let (ia, ib) = if neox {
-                (i, i + half)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
-            let (a, b) = (head[ia], head[ib]);
-            head[ia] = a.mul_add(c, -(b * s));
-            head[ib] = a.mul_add(s, b * c);
-        }
-    }
-);
 
 #[cfg(test)]
 mod tests {

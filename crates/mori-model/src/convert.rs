@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use mori_formats::safetensors::{Checkpoint, HfConfig};
+use mori_formats::safetensors::{Checkpoint, HfConfig, StDtype};
 use mori_formats::{Array, GgufWriter, Value};
 use mori_kernels::GgmlType;
 
@@ -37,6 +37,26 @@ fn arch_for(model_type: &str) -> Option<(&'static str, bool)> {
         "qwen3" => Some(("qwen3", false)),
         _ => None,
     }
+}
+
+/// The type the checkpoint in `dir` stores its matrices in (its first matrix's),
+/// so a conversion to it loses nothing.
+pub fn checkpoint_file_type(dir: &Path) -> Result<FileType> {
+    let ckpt = Checkpoint::open_dir(dir)?;
+    for name in ckpt.names() {
+        let t = ckpt.get(name)?;
+        if t.shape.len() == 2 {
+            return Ok(FileType::Uniform(match t.dtype {
+                StDtype::F32 => GgmlType::F32,
+                StDtype::F16 => GgmlType::F16,
+                StDtype::BF16 => GgmlType::BF16,
+            }));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "{}: the checkpoint holds no matrix",
+        dir.display()
+    )))
 }
 
 /// Converts the Hugging Face model in `dir` to a GGUF file at `out`, matrices stored as `ft`.
@@ -109,11 +129,16 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         rope_scaling,
         swa: None,
         final_logit_softcap: None,
+        moe: None,
     };
 
     let ckpt = Checkpoint::open_dir(dir)?;
     let mut w = GgufWriter::new();
     hp.write_gguf(&mut w);
+    if arch == "llama" {
+        // llama.cpp's converter records the vocabulary size for Llama models.
+        w.add("llama.vocab_size", Value::U32(n_vocab_cfg as u32));
+    }
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -333,11 +358,15 @@ struct HfTokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
+    add_eos: bool,
+    /// Whether a separator goes between the two texts of a pair; `None` when
+    /// the tokenizer does not say.
+    add_sep: Option<bool>,
     chat_template: Option<String>,
 }
 
-const HF_LLAMA3_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const HF_QWEN2_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const HF_LLAMA3_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const HF_QWEN2_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn read_tokenizer(dir: &Path, cfg: &HfConfig) -> Result<HfTokenizer> {
     let path = dir.join("tokenizer.json");
@@ -443,12 +472,22 @@ fn read_tokenizer(dir: &Path, cfg: &HfConfig) -> Result<HfTokenizer> {
     };
     let bos = id_of("bos_token");
     let eos = id_of("eos_token");
+    let text_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)?.as_deref());
+    let rule = SpecialsRule::read(&j["post_processor"], text_of(bos), text_of(eos));
     let chat_template = match &tc["chat_template"] {
         serde_json::Value::String(s) => Some(s.clone()),
         _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
     };
     Ok(HfTokenizer {
-        add_bos: tc["add_bos_token"].as_bool().unwrap_or(false),
+        add_bos: rule
+            .add_bos
+            .or(tc["add_bos_token"].as_bool())
+            .unwrap_or(false),
+        add_eos: rule
+            .add_eos
+            .or(tc["add_eos_token"].as_bool())
+            .unwrap_or(false),
+        add_sep: rule.add_sep,
         tokens,
         types,
         merges,
@@ -457,6 +496,73 @@ fn read_tokenizer(dir: &Path, cfg: &HfConfig) -> Result<HfTokenizer> {
         eos,
         chat_template,
     })
+}
+
+/// Which special tokens the `tokenizer.json` post-processor adds around a
+/// text. A fast tokenizer follows it rather than `tokenizer_config.json`'s
+/// `add_bos_token`, so where it decides, it wins; `None` where it does not say.
+#[derive(Debug, Default, PartialEq)]
+struct SpecialsRule {
+    add_bos: Option<bool>,
+    add_eos: Option<bool>,
+    add_sep: Option<bool>,
+}
+
+impl SpecialsRule {
+    fn read(p: &serde_json::Value, bos: Option<&str>, eos: Option<&str>) -> SpecialsRule {
+        let steps: Vec<&serde_json::Value> = match p["type"].as_str() {
+            Some("Sequence") => p["processors"].as_array().into_iter().flatten().collect(),
+            Some(_) => vec![p],
+            None => Vec::new(),
+        };
+        let special = |t: &serde_json::Value| t["SpecialToken"]["id"].as_str().map(str::to_string);
+        let mut rule = SpecialsRule::default();
+        for step in steps {
+            match step["type"].as_str() {
+                Some("ByteLevel") => {
+                    rule.add_bos = rule.add_bos.or(Some(false));
+                    rule.add_eos = rule.add_eos.or(Some(false));
+                }
+                Some("TemplateProcessing") => {
+                    let single = step["single"].as_array().cloned().unwrap_or_default();
+                    let (first, last) = match single.as_slice() {
+                        [] | [_] => (None, None),
+                        [f, .., l] => (special(f), special(l)),
+                    };
+                    if first.is_some() {
+                        rule.add_bos = Some(first.as_deref() == bos);
+                    }
+                    if last.is_some() {
+                        rule.add_eos = Some(last.as_deref() == eos);
+                    }
+                    // The pair template without the single's own ends: A [middle] B.
+                    let mut pair = step["pair"].as_array().cloned().unwrap_or_default();
+                    if first.is_some() && pair.first().and_then(special) == first {
+                        pair.remove(0);
+                    }
+                    if last.is_some() && pair.last().and_then(special) == last {
+                        pair.pop();
+                    }
+                    let seq = |t: Option<&serde_json::Value>| {
+                        t.and_then(|t| t["Sequence"]["id"].as_str().map(str::to_string))
+                    };
+                    if pair.len() > 2
+                        && seq(pair.first()).as_deref() == Some("A")
+                        && seq(pair.last()).as_deref() == Some("B")
+                    {
+                        let middle = &pair[1..pair.len() - 1];
+                        let is_sep = |t: &serde_json::Value| special(t).as_deref() == eos;
+                        rule.add_sep = Some(
+                            (is_sep(&middle[0]) && last.is_none())
+                                || middle.get(1).is_some_and(is_sep),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        rule
+    }
 }
 
 /// The GGUF `tokenizer.ggml.pre` name of a `tokenizer.json` pre-tokenizer.
@@ -526,7 +632,10 @@ impl HfTokenizer {
             w.add("tokenizer.ggml.eos_token_id", Value::U32(e));
         }
         w.add("tokenizer.ggml.add_bos_token", Value::Bool(self.add_bos));
-        w.add("tokenizer.ggml.add_eos_token", Value::Bool(false));
+        w.add("tokenizer.ggml.add_eos_token", Value::Bool(self.add_eos));
+        if let Some(sep) = self.add_sep {
+            w.add("tokenizer.ggml.add_sep_token", Value::Bool(sep));
+        }
         if let Some(t) = &self.chat_template {
             w.add("tokenizer.chat_template", Value::String(t.clone()));
         }

@@ -72,6 +72,48 @@ pub struct HParams {
     pub swa: Option<SlidingWindow>,
     /// Logits are soft-capped to ±this (`final_logit_softcapping`), when set.
     pub final_logit_softcap: Option<f32>,
+    /// The mixture-of-experts feed-forward, for files that have one.
+    pub moe: Option<MoeHParams>,
+}
+
+/// How a token's router scores become expert probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gating {
+    /// Softmax over all experts (Mixtral, Qwen3-MoE, ERNIE-4.5-MoE).
+    Softmax,
+}
+
+/// The mixture-of-experts part of a network (`{arch}.expert_*` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeHParams {
+    /// Routed experts per MoE layer (`expert_count`).
+    pub n_expert: usize,
+    /// Experts each token is sent to (`expert_used_count`).
+    pub n_expert_used: usize,
+    /// Hidden width of one routed expert (`expert_feed_forward_length`).
+    pub n_ff_exp: usize,
+    /// Hidden width of the shared expert that every token also goes through
+    /// (`expert_shared_feed_forward_length`); 0 when there is none.
+    pub n_ff_shexp: usize,
+    /// Shared experts fused into that width (`expert_shared_count`, informative).
+    pub n_expert_shared: usize,
+    /// Layers before the first MoE layer, which keep a dense feed-forward
+    /// (`leading_dense_block_count`).
+    pub n_layer_dense_lead: usize,
+    /// After the dense lead, every `layer_step`-th layer is MoE
+    /// (`interleave_moe_layer_step`, counted as llama.cpp does: layer `il` is
+    /// MoE when `(il + 1) % layer_step == 0`).
+    pub layer_step: usize,
+    pub gating: Gating,
+    /// Divide the chosen experts' probabilities by their sum.
+    pub norm_weights: bool,
+}
+
+impl MoeHParams {
+    /// Whether layer `il` routes through experts rather than a dense FFN.
+    pub fn is_moe_layer(&self, il: usize) -> bool {
+        il >= self.n_layer_dense_lead && (il + 1).is_multiple_of(self.layer_step)
+    }
 }
 
 impl HParams {
@@ -137,6 +179,32 @@ impl HParams {
                 );
                 w.add(k("rope.scaling.yarn_beta_fast"), Value::F32(beta_fast));
                 w.add(k("rope.scaling.yarn_beta_slow"), Value::F32(beta_slow));
+            }
+        }
+        if let Some(m) = &self.moe {
+            w.add(k("expert_count"), Value::U32(m.n_expert as u32));
+            w.add(k("expert_used_count"), Value::U32(m.n_expert_used as u32));
+            w.add(
+                k("expert_feed_forward_length"),
+                Value::U32(m.n_ff_exp as u32),
+            );
+            w.add(
+                k("leading_dense_block_count"),
+                Value::U32(m.n_layer_dense_lead as u32),
+            );
+            w.add(
+                k("interleave_moe_layer_step"),
+                Value::U32(m.layer_step as u32),
+            );
+            if m.n_ff_shexp > 0 {
+                w.add(
+                    k("expert_shared_count"),
+                    Value::U32(m.n_expert_shared as u32),
+                );
+                w.add(
+                    k("expert_shared_feed_forward_length"),
+                    Value::U32(m.n_ff_shexp as u32),
+                );
             }
         }
     }
@@ -209,6 +277,7 @@ impl HParams {
                 ))
             }
         };
+        let moe = moe_hparams(f, arch, n_layer, n_ff)?;
         Ok(HParams {
             arch: arch.to_string(),
             n_vocab,
@@ -226,6 +295,7 @@ impl HParams {
             rope_scaling,
             swa,
             final_logit_softcap,
+            moe,
         })
     }
 
@@ -282,6 +352,73 @@ fn sliding_window(f: &GgufFile, arch: &str, n_layer: usize) -> Result<Option<Sli
         layers,
         rope_base,
     }))
+}
+
+/// The `{arch}.expert_*` keys, when `expert_count` says there are experts.
+/// Routing defaults to a softmax with the chosen weights renormalised; the
+/// architecture's loader states what its family uses.
+fn moe_hparams(
+    f: &GgufFile,
+    arch: &str,
+    n_layer: usize,
+    n_ff: usize,
+) -> Result<Option<MoeHParams>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_expert = match opt_usize(f, &key("expert_count"))? {
+        None | Some(0) => return Ok(None),
+        Some(n) => n,
+    };
+    let n_expert_used = per_layer_usize(f, &key("expert_used_count"), n_layer)?
+        .ok_or_else(|| missing(f, &key("expert_used_count")))?;
+    if n_expert_used == 0 || n_expert_used > n_expert {
+        return Err(bad(
+            f,
+            &key("expert_used_count"),
+            format!("{n_expert_used} experts per token out of {n_expert}"),
+        ));
+    }
+    // Files without the key give each expert an equal share of the dense width.
+    let n_ff_exp = per_layer_usize(f, &key("expert_feed_forward_length"), n_layer)?
+        .unwrap_or(n_ff / n_expert_used);
+    if n_ff_exp == 0 {
+        return Err(bad(
+            f,
+            &key("expert_feed_forward_length"),
+            "must not be zero".into(),
+        ));
+    }
+    let layer_step = opt_usize(f, &key("interleave_moe_layer_step"))?.unwrap_or(1);
+    if layer_step == 0 {
+        return Err(bad(
+            f,
+            &key("interleave_moe_layer_step"),
+            "must not be zero".into(),
+        ));
+    }
+    let n_layer_dense_lead = opt_usize(f, &key("leading_dense_block_count"))?.unwrap_or(0);
+    if n_layer_dense_lead > n_layer {
+        return Err(bad(
+            f,
+            &key("leading_dense_block_count"),
+            format!("{n_layer_dense_lead} dense layers in a network of {n_layer}"),
+        ));
+    }
+    Ok(Some(MoeHParams {
+        n_expert,
+        n_expert_used,
+        n_ff_exp,
+        n_ff_shexp: opt_usize(f, &key("expert_shared_feed_forward_length"))?.unwrap_or(0),
+        n_expert_shared: opt_usize(f, &key("expert_shared_count"))?.unwrap_or(0),
+        n_layer_dense_lead,
+        layer_step,
+        gating: Gating::Softmax,
+        norm_weights: true,
+    }))
+}
+
+/// Errors naming `key` of `f`, for the architecture loaders' own checks.
+pub(crate) fn missing_key(f: &GgufFile, key: &str) -> Error {
+    missing(f, key)
 }
 
 fn rope_scaling(f: &GgufFile, arch: &str, n_ctx_train: usize) -> Result<RopeScaling> {

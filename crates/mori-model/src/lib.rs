@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod quantize;
 pub mod random;
+pub mod random_hf;
 pub mod registry;
 pub mod tokenizer;
 

@@ -10,7 +10,7 @@ use crate::arch::{Logits, Network};
 use crate::hparams::HParams;
 use crate::kv_cache::KvCache;
 use crate::tokenizer::Tokenizer;
-use crate::{registry, Error, Result};
+use crate::{convert, registry, Error, Result};
 
 /// What a person wants to know about a model file at a glance.
 #[derive(Debug, Clone)]
@@ -24,6 +24,26 @@ pub struct ModelInfo {
     pub tensor_types: Vec<(GgmlType, usize)>,
 }
 
+impl ModelInfo {
+    /// Reads what [`ModelInfo`] shows from a GGUF file's header alone, without
+    /// building the network (listing many models stays cheap).
+    pub fn read(path: impl AsRef<Path>) -> Result<ModelInfo> {
+        let path = path.as_ref();
+        ModelInfo::of(&GgufFile::open(path)?, path)
+    }
+
+    fn of(file: &GgufFile, path: &Path) -> Result<ModelInfo> {
+        Ok(ModelInfo {
+            path: path.display().to_string(),
+            arch: file.require_str("general.architecture")?.to_string(),
+            name: file.get_str("general.name")?.map(str::to_string),
+            n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
+            file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            tensor_types: count_types(file),
+        })
+    }
+}
+
 pub struct Model {
     pub hparams: HParams,
     pub tokenizer: Tokenizer,
@@ -33,32 +53,69 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens a GGUF file and builds its network; every weight is checked
+    /// Opens a GGUF file, or a Hugging Face directory (see
+    /// [`Model::load_hf_dir`]), and builds its network; every weight is checked
     /// against the hyper-parameters before anything runs.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Model::load_hf_dir(path);
+        }
         let file = Arc::new(GgufFile::open(path)?);
-        let shown = path.display().to_string();
-        let arch = file.require_str("general.architecture")?.to_string();
-        let entry = registry::lookup(&arch).ok_or_else(|| Error::UnknownArchitecture {
-            path: shown.clone(),
-            arch: arch.clone(),
-            supported: registry::supported(),
-        })?;
+        let info = ModelInfo::of(&file, path)?;
+        let entry = arch_entry(&info)?;
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|source| Error::Tokenizer {
-            path: shown.clone(),
+            path: path.display().to_string(),
             source,
         })?;
-        let hparams = HParams::from_gguf(&file, &arch, tokenizer.n_vocab())?;
-        let net = (entry.load)(file.clone(), hparams.clone())?;
-        let info = ModelInfo {
-            path: shown,
-            arch,
-            name: file.get_str("general.name")?.map(str::to_string),
-            n_params: file.tensors().iter().map(|t| t.n_elements()).sum(),
-            file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            tensor_types: count_types(&file),
+        Model::build(file, entry, tokenizer, info)
+    }
+
+    /// Loads a Hugging Face directory (`config.json`, safetensors weights,
+    /// `tokenizer.json`): the weights are converted once, in the checkpoint's
+    /// own type, into an unlinked temporary GGUF file that is then mapped like
+    /// any other, and text is encoded by the directory's `tokenizer.json`
+    /// through the `tokenizers` crate.
+    pub fn load_hf_dir(dir: &Path) -> Result<Model> {
+        let io = |source| Error::Io {
+            path: dir.display().to_string(),
+            source,
         };
+        let ft = convert::checkpoint_file_type(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("mori-hf-")
+            .suffix(".gguf")
+            .tempfile()
+            .map_err(io)?;
+        convert::convert_hf_dir(dir, tmp.path(), ft)?;
+        let file = Arc::new(GgufFile::open(tmp.path())?);
+        // The mapping keeps the data; the name can go now.
+        drop(tmp);
+        let mut info = ModelInfo::of(&file, dir)?;
+        let entry = arch_entry(&info)?;
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .and_then(|t| t.with_hf_json(&dir.join("tokenizer.json")))
+            .map_err(|source| Error::Tokenizer {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        info.file_size = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        Model::build(file, entry, tokenizer, info)
+    }
+
+    fn build(
+        file: Arc<GgufFile>,
+        entry: &registry::ArchEntry,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+    ) -> Result<Model> {
+        let hparams = HParams::from_gguf(&file, &info.arch, tokenizer.n_vocab())?;
+        let net = (entry.load)(file.clone(), hparams.clone())?;
         tracing::debug!(arch = %info.arch, n_params = info.n_params, "model loaded");
         Ok(Model {
             hparams,
@@ -102,10 +159,26 @@ impl Model {
         self.net.forward(pool, cache, tokens, logits)
     }
 
+    /// The record of expert routing decisions, for models with experts: call
+    /// `enable()` on it, run forward passes, then `take()` the records.
+    pub fn routing_trace(&self) -> Option<&crate::arch::moe::RoutingTrace> {
+        self.net.routing_trace()
+    }
+
     /// The open file, for callers that want more metadata.
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
+}
+
+/// The registry entry of the model's architecture, or an error naming the
+/// supported ones.
+fn arch_entry(info: &ModelInfo) -> Result<&'static registry::ArchEntry> {
+    registry::lookup(&info.arch).ok_or_else(|| Error::UnknownArchitecture {
+        path: info.path.clone(),
+        arch: info.arch.clone(),
+        supported: registry::supported(),
+    })
 }
 
 fn count_types(f: &GgufFile) -> Vec<(GgmlType, usize)> {

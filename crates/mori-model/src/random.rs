@@ -17,7 +17,9 @@ use mori_kernels::GgmlType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::hparams::{swa_pattern, HParams, RopeScaling, SlidingWindow, DEFAULT_SWA_ROPE_BASE};
+use crate::hparams::{
+    swa_pattern, Gating, HParams, MoeHParams, RopeScaling, SlidingWindow, DEFAULT_SWA_ROPE_BASE,
+};
 use crate::{registry, Error, Result};
 
 /// How the weights of a random model are stored.
@@ -142,6 +144,47 @@ pub struct RandomSpec {
     pub sliding_window: usize,
     pub file_type: FileType,
     pub seed: u64,
+    /// The experts, for the mixture-of-experts architectures (and only them).
+    pub moe: Option<MoeSpec>,
+}
+
+/// The experts of a random mixture-of-experts model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeSpec {
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    /// Hidden width of one routed expert.
+    pub n_ff_exp: usize,
+    /// Shared experts (ERNIE), stored fused as one SwiGLU of
+    /// `n_expert_shared * n_ff_exp`, as the GGUF converter writes them; 0: none.
+    pub n_expert_shared: usize,
+    /// Leading layers with a dense feed-forward of `n_ff` (ERNIE).
+    pub n_layer_dense_lead: usize,
+}
+
+impl MoeSpec {
+    /// A small set of experts in the layout of `arch`'s real models (None for
+    /// architectures without experts): 8 experts, 2 per token, and for ERNIE
+    /// one dense first layer and one shared expert.
+    pub fn default_for(arch: &str) -> Option<MoeSpec> {
+        let (n_expert_shared, n_layer_dense_lead) = match arch {
+            "qwen3moe" => (0, 0),
+            "ernie4_5-moe" => (1, 1),
+            _ => return None,
+        };
+        Some(MoeSpec {
+            n_expert: 8,
+            n_expert_used: 2,
+            n_ff_exp: 256,
+            n_expert_shared,
+            n_layer_dense_lead,
+        })
+    }
+}
+
+/// Architectures whose random models have experts.
+fn is_moe_arch(arch: &str) -> bool {
+    matches!(arch, "qwen3moe" | "ernie4_5-moe")
 }
 
 impl RandomSpec {
@@ -164,6 +207,7 @@ impl RandomSpec {
             sliding_window: 0,
             file_type,
             seed: 42,
+            moe: MoeSpec::default_for(arch),
         }
     }
 }
@@ -190,6 +234,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             spec.n_head, spec.n_head_kv
         )));
     }
+    let moe = check_moe(spec)?;
     // Specials, bytes, then 67 characters, their pairs and their triples.
     const MAX_VOCAB: usize = 259 + 67 + 67 * 66 + 67 * 66 * 66;
     if spec.n_vocab > MAX_VOCAB {
@@ -243,6 +288,7 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             rope_base: DEFAULT_SWA_ROPE_BASE,
         }),
         final_logit_softcap: None,
+        moe: moe.clone(),
     }
     .write_gguf(&mut w);
     add_vocab(&mut w, spec.n_vocab);
@@ -308,7 +354,18 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
             vector(&mut w, &mut rng, &n("attn_v.bias"), kv_dim, 0.0, 0.3)?;
         }
-        if arch == "qwen3" || gemma {
+        // ERNIE 4.5 (trained with `use_bias`) and openPangu-Embedded carry
+        // q/k/v biases; openPangu also biases the output projection. Random,
+        // non-zero values, so a conformance test fails if one is skipped.
+        if arch == "ernie4_5" || arch == "pangu-embedded" {
+            vector(&mut w, &mut rng, &n("attn_q.bias"), q_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.0, 0.3)?;
+            vector(&mut w, &mut rng, &n("attn_v.bias"), kv_dim, 0.0, 0.3)?;
+        }
+        if arch == "pangu-embedded" {
+            vector(&mut w, &mut rng, &n("attn_output.bias"), d, 0.0, 0.3)?;
+        }
+        if arch == "qwen3" || arch == "qwen3moe" || gemma {
             vector(&mut w, &mut rng, &n("attn_q_norm.weight"), hd, 1.0, 0.1)?;
             vector(&mut w, &mut rng, &n("attn_k_norm.weight"), hd, 1.0, 0.1)?;
         }
@@ -324,6 +381,10 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             )?;
         }
         vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 1.0, 0.1)?;
+        if let Some(m) = moe.as_ref().filter(|m| m.is_moe_layer(i)) {
+            moe_layer(&mut w, &mut rng, spec, m, i, base, vd_ty)?;
+            continue;
+        }
         matrix(
             &mut w,
             &mut rng,
@@ -370,9 +431,159 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
     Ok(w)
 }
 
+/// The expert hyper-parameters of `spec`, checked against its architecture.
+fn check_moe(spec: &RandomSpec) -> Result<Option<MoeHParams>> {
+    let arch = spec.arch.as_str();
+    let m = match (spec.moe, is_moe_arch(arch)) {
+        (None, false) => return Ok(None),
+        (Some(_), false) => {
+            return Err(Error::Invalid(format!(
+                "a random '{arch}' model has no experts (experts: qwen3moe, ernie4_5-moe)"
+            )))
+        }
+        (None, true) => {
+            return Err(Error::Invalid(format!(
+                "a random '{arch}' model needs experts (expert count, experts used, expert width)"
+            )))
+        }
+        (Some(m), true) => m,
+    };
+    if m.n_expert == 0 || m.n_expert_used == 0 || m.n_expert_used > m.n_expert {
+        return Err(Error::Invalid(format!(
+            "{} experts per token out of {} experts",
+            m.n_expert_used, m.n_expert
+        )));
+    }
+    if m.n_ff_exp == 0 {
+        return Err(Error::Invalid("experts need a non-zero width".into()));
+    }
+    if m.n_layer_dense_lead > spec.n_layer {
+        return Err(Error::Invalid(format!(
+            "{} leading dense layers in a network of {}",
+            m.n_layer_dense_lead, spec.n_layer
+        )));
+    }
+    if arch == "qwen3moe" && (m.n_expert_shared > 0 || m.n_layer_dense_lead > 0) {
+        return Err(Error::Invalid(
+            "qwen3moe has neither shared experts nor leading dense layers".into(),
+        ));
+    }
+    Ok(Some(MoeHParams {
+        n_expert: m.n_expert,
+        n_expert_used: m.n_expert_used,
+        n_ff_exp: m.n_ff_exp,
+        n_ff_shexp: m.n_expert_shared * m.n_ff_exp,
+        n_expert_shared: m.n_expert_shared,
+        n_layer_dense_lead: m.n_layer_dense_lead,
+        layer_step: 1,
+        gating: Gating::Softmax,
+        norm_weights: true,
+    }))
+}
+
+/// The feed-forward tensors of MoE layer `i`: the F32 router (llama.cpp never
+/// quantizes it), ERNIE's selection bias, the 3-D expert tensors and the
+/// shared expert.
+fn moe_layer(
+    w: &mut GgufWriter,
+    rng: &mut ChaCha8Rng,
+    spec: &RandomSpec,
+    m: &MoeHParams,
+    i: usize,
+    base: GgmlType,
+    down_ty: GgmlType,
+) -> Result<()> {
+    let n = |t: &str| format!("blk.{i}.{t}");
+    let (d, ff, ne) = (spec.n_embd, m.n_ff_exp, m.n_expert);
+    // Router logits with a standard deviation of about 1: the probabilities
+    // differ clearly between experts, so near-ties are rare.
+    let r_scale = 1.0 / (d as f32).sqrt();
+    matrix(
+        w,
+        rng,
+        &n("ffn_gate_inp.weight"),
+        d,
+        ne,
+        GgmlType::F32,
+        r_scale,
+    )?;
+    if spec.arch == "ernie4_5-moe" {
+        vector(w, rng, &n("exp_probs_b.bias"), ne, 0.0, 0.02)?;
+    }
+    let (in_scale, out_scale) = (1.0 / (d as f32).sqrt(), 1.0 / (ff as f32).sqrt());
+    experts(
+        w,
+        rng,
+        &n("ffn_gate_exps.weight"),
+        d,
+        ff,
+        ne,
+        base,
+        in_scale,
+    )?;
+    experts(w, rng, &n("ffn_up_exps.weight"), d, ff, ne, base, in_scale)?;
+    experts(
+        w,
+        rng,
+        &n("ffn_down_exps.weight"),
+        ff,
+        d,
+        ne,
+        down_ty,
+        out_scale,
+    )?;
+    if m.n_ff_shexp > 0 {
+        let sh = m.n_ff_shexp;
+        let sh_scale = 1.0 / (sh as f32).sqrt();
+        matrix(w, rng, &n("ffn_gate_shexp.weight"), d, sh, base, in_scale)?;
+        matrix(w, rng, &n("ffn_up_shexp.weight"), d, sh, base, in_scale)?;
+        matrix(
+            w,
+            rng,
+            &n("ffn_down_shexp.weight"),
+            sh,
+            d,
+            down_ty,
+            sh_scale,
+        )?;
+    }
+    Ok(())
+}
+
+/// `n_expert` matrices of `[n_rows][n_cols]` N(0, scale²) values stored as `ty`,
+/// one after the other in a 3-D tensor `[n_cols, n_rows, n_expert]`.
+#[allow(clippy::too_many_arguments)]
+fn experts(
+    w: &mut GgufWriter,
+    rng: &mut ChaCha8Rng,
+    name: &str,
+    n_cols: usize,
+    n_rows: usize,
+    n_expert: usize,
+    ty: GgmlType,
+    scale: f32,
+) -> Result<()> {
+    let ty = FileType::storable(ty, n_cols);
+    let row_bytes = ty.row_size(n_cols).map_err(|_| {
+        Error::Invalid(format!(
+            "tensor {name}: rows of {n_cols} cannot be stored as {ty} (blocks of {})",
+            ty.block_size()
+        ))
+    })?;
+    let mut data = vec![0u8; row_bytes * n_rows * n_expert];
+    let mut row = vec![0.0f32; n_cols];
+    for dst in data.chunks_exact_mut(row_bytes) {
+        row.iter_mut().for_each(|v| *v = normal(rng) * scale);
+        mori_kernels::quantize_row(ty, &row, dst)?;
+    }
+    let dims = vec![n_cols as u64, n_rows as u64, n_expert as u64];
+    w.add_tensor(name, dims, ty, data)?;
+    Ok(())
+}
+
 /// A standard normal sample by Box–Muller, computed in f64 so the result is
 /// the same on every machine.
-fn normal(rng: &mut ChaCha8Rng) -> f32 {
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = rng.gen::<f64>().max(1e-300);
     let u2: f64 = rng.gen::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32

@@ -142,6 +142,66 @@ fn prompt_over_the_context_and_bad_tokens_are_errors() {
     assert!(msg.contains("already used: 6"), "{msg}");
 }
 
+/// A random model of `arch`, changed by `f`.
+fn modified_arch(arch: &str, f: impl FnOnce(&mut GgufWriter)) -> GgufWriter {
+    let spec = RandomSpec::tiny(arch, FileType::Uniform(GgmlType::Q8_0));
+    let file = GgufFile::from_bytes(build(&spec).unwrap().to_bytes().unwrap(), "t.gguf").unwrap();
+    let mut w = GgufWriter::from_file(&file).unwrap();
+    f(&mut w);
+    w
+}
+
+#[test]
+fn ernie_and_pangu_name_what_is_missing() {
+    // openPangu-Embedded needs the output projection's bias, as llama.cpp does.
+    let msg = load_err(&modified_arch("pangu-embedded", |w| {
+        assert!(w.remove_tensor("blk.1.attn_output.bias"))
+    }));
+    assert!(msg.contains("blk.1.attn_output.bias"), "{msg}");
+    // Hyper-parameters are read under the architecture's own prefix.
+    let msg = load_err(&modified_arch("pangu-embedded", |w| {
+        assert!(w.remove("pangu-embedded.embedding_length"))
+    }));
+    assert!(msg.contains("pangu-embedded.embedding_length"), "{msg}");
+    let msg = load_err(&modified_arch("ernie4_5", |w| {
+        assert!(w.remove("ernie4_5.block_count"))
+    }));
+    assert!(msg.contains("ernie4_5.block_count"), "{msg}");
+    let msg = load_err(&modified_arch("ernie4_5", |w| {
+        assert!(w.remove_tensor("blk.0.ffn_down.weight"))
+    }));
+    assert!(msg.contains("blk.0.ffn_down.weight"), "{msg}");
+    // A bias of the wrong width is named with its shape.
+    let msg = load_err(&modified_arch("ernie4_5", |w| {
+        assert!(w.remove_tensor("blk.0.attn_k.bias"));
+        w.add_tensor("blk.0.attn_k.bias", vec![7], GgmlType::F32, vec![0u8; 28])
+            .unwrap();
+    }));
+    assert!(
+        msg.contains("blk.0.attn_k.bias") && msg.contains('7'),
+        "{msg}"
+    );
+}
+
+#[test]
+fn ernie_and_pangu_biases_are_optional_where_llama_cpp_makes_them_so() {
+    // Real ERNIE 4.5 checkpoints have no biases, and openPangu's q/k/v biases
+    // are optional in llama.cpp: both files still load without them.
+    for arch in ["ernie4_5", "pangu-embedded"] {
+        let w = modified_arch(arch, |w| {
+            for i in 0..2 {
+                for t in ["attn_q", "attn_k", "attn_v"] {
+                    assert!(w.remove_tensor(&format!("blk.{i}.{t}.bias")));
+                }
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ok.gguf");
+        w.write(&path).unwrap();
+        Model::load(&path).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    }
+}
+
 /// A small Gemma 3 model with a sliding window, modified by `f`.
 fn gemma3_modified(f: impl FnOnce(&mut GgufWriter)) -> GgufWriter {
     let mut spec = RandomSpec::tiny("gemma3", FileType::Uniform(GgmlType::Q8_0));

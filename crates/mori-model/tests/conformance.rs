@@ -33,9 +33,6 @@ use sha2::{Digest, Sha256};
 /// 96.9% of the time in four cases (`llama_cpp_self_top1` in the manifest).
 /// A listed case must still meet the KL bound and at least 95% top-1, and
 /// the test fails once it reaches 98%, so the list can only shrink.
-///
-/// Empty since RoPE fuses its multiply-adds as llama.cpp's x86 build does
-/// (qwen3-Q4_1 was listed until then).
 const KNOWN_TOP1_GAPS: &[&str] = &[];
 
 fn fixtures() -> PathBuf {

@@ -19,6 +19,7 @@ use crate::models::Loaded;
 use crate::openai::rand_seed;
 use crate::worker::{self, Event, Job, Stats};
 use crate::{ApiJson, AppState};
+use mori_model::ModelInfo;
 
 /// The version Mori reports: Ollama clients compare it against the features they need.
 const OLLAMA_COMPAT_VERSION: &str = "0.12.0";
@@ -372,8 +373,7 @@ pub async fn generate(
     respond(state, loaded, j, req.stream.unwrap_or(true), false).await
 }
 
-fn details(l: &Loaded) -> Value {
-    let info = &l.model.info;
+fn details(info: &ModelInfo) -> Value {
     json!({
         "format": "gguf",
         "family": info.arch,
@@ -401,12 +401,23 @@ pub async fn tags(State(state): State<AppState>) -> Result<Response, ApiError> {
             .and_then(|m| m.modified().ok())
             .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
             .unwrap_or_default();
-        let loaded = state.registry.get(&name).await.map_err(err)?;
+        // The header is enough: listing must not load every model.
+        let header = path.clone();
+        let info = tokio::task::spawn_blocking(move || ModelInfo::read(header))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let details = match info {
+            Ok(info) => details(&info),
+            Err(e) => {
+                tracing::warn!(model = %name, error = %e, "cannot read the model's header");
+                json!({"format": "gguf", "error": e.to_string()})
+            }
+        };
         models.push(json!({
             "name": name, "model": name, "modified_at": modified,
             "size": meta.map(|m| m.len()).unwrap_or(0),
             "digest": digest_of(&state, &name, &path),
-            "details": details(&loaded),
+            "details": details,
         }));
     }
     Ok(axum::Json(json!({"models": models})).into_response())
@@ -483,7 +494,7 @@ pub async fn show(
         "license": recipe.license,
         "messages": recipe.messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>(),
         "template": l.template.source(),
-        "details": details(&l),
+        "details": details(&l.model.info),
         "model_info": model_info,
         "capabilities": ["completion"],
         "modified_at": l.loaded_at.to_rfc3339(),
@@ -525,7 +536,7 @@ pub async fn ps(State(state): State<AppState>) -> impl IntoResponse {
             json!({
                 "name": l.name, "model": l.name, "size": l.model.info.file_size,
                 "digest": digest_of(&state, &l.name, &path),
-                "details": details(l),
+                "details": details(&l.model.info),
                 "expires_at": (chrono::Utc::now() + chrono::Duration::from_std(keep).unwrap_or_default()).to_rfc3339(),
                 "size_vram": 0,
             })

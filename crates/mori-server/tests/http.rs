@@ -310,6 +310,39 @@ async fn metrics_request_ids_cors_and_idle_unloading() {
     }
 }
 
+/// `/api/tags` describes every model from its file header: listing a store of
+/// many models must not load them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_models_loads_none() {
+    let addr = common::start(common::config(&[]));
+    let get = |path: &'static str| async move {
+        client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let tags = get("/api/tags").await;
+    let m = &tags["models"][0];
+    assert_eq!(m["name"], "mori-fortunes");
+    assert_eq!(m["details"]["family"], "llama");
+    assert!(m["details"]["parameter_size"]
+        .as_str()
+        .unwrap()
+        .ends_with('M'));
+    assert!(m["size"].as_u64().unwrap() > 0);
+    assert!(
+        get("/api/ps").await["models"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "listing loaded a model"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_is_off_unless_configured() {
     let addr = common::start(common::config(&[]));

@@ -1,6 +1,9 @@
 //! The Llama family of decoders: Llama 2/3, Mistral, TinyLlama, Qwen2 (QKV
-//! bias) and Qwen3 (QK-norm). Pre-norm blocks with RMSNorm, rotary positions,
-//! grouped-query attention and a SwiGLU feed-forward.
+//! bias), Qwen3 (QK-norm), ERNIE 4.5 dense (optional projection biases) and
+//! openPangu-Embedded (QKV and output-projection bias). Pre-norm blocks with
+//! RMSNorm, rotary positions, grouped-query attention and a SwiGLU feed-forward,
+//! which in files with experts (Qwen3-MoE, ERNIE-4.5-MoE) is a mixture of
+//! experts in the layers the hyper-parameters name (see `moe.rs`).
 
 use std::sync::Arc;
 
@@ -8,6 +11,8 @@ use mori_formats::GgufFile;
 use mori_kernels::ops::{self, AttnShape, Rope, RopeLayout};
 use mori_kernels::ThreadPool;
 
+use super::ffn::{DenseFfn, Ffn, FfnScratch};
+use super::moe::{MoeFfn, RoutingTrace};
 use super::{load_vector, load_vector_opt, Linear, Logits, Network, SharedActs};
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
@@ -21,6 +26,10 @@ pub struct Variant {
     pub qkv_bias: bool,
     /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// The attention output projection carries a bias that the file must hold
+    /// (openPangu-Embedded). Without the flag the bias is still applied when the
+    /// file has one.
+    pub o_bias: bool,
 }
 
 /// Prompt tokens processed per pass; bounds the scratch memory of long prompts.
@@ -39,9 +48,7 @@ struct Layer {
     q_norm: Option<Vec<f32>>, // [head_dim]
     k_norm: Option<Vec<f32>>, // [head_dim]
     ffn_norm: Vec<f32>,       // [n_embd]
-    w_gate: Linear,           // [n_embd] -> [n_ff]
-    w_up: Linear,             // [n_embd] -> [n_ff]
-    w_down: Linear,           // [n_ff] -> [n_embd]
+    ffn: Ffn,                 // [n_embd] -> [n_embd]
 }
 
 pub struct Llama {
@@ -52,6 +59,8 @@ pub struct Llama {
     output_norm: Vec<f32>, // [n_embd]
     output: Linear,        // [n_embd] -> [n_vocab]; the embedding when tied
     layers: Vec<Layer>,
+    /// Routing decisions of the MoE layers, when asked for.
+    trace: RoutingTrace,
 }
 
 impl Llama {
@@ -90,13 +99,18 @@ impl Llama {
                 bq: bias("attn_q.bias", q_dim)?,
                 bk: bias("attn_k.bias", kv_dim)?,
                 bv: bias("attn_v.bias", kv_dim)?,
-                bo: load_vector_opt(f, &name("attn_output.bias"), d)?,
+                bo: if variant.o_bias {
+                    load_vector(f, &name("attn_output.bias"), d).map(Some)?
+                } else {
+                    load_vector_opt(f, &name("attn_output.bias"), d)?
+                },
                 q_norm: norm("attn_q_norm.weight")?,
                 k_norm: norm("attn_k_norm.weight")?,
                 ffn_norm: load_vector(f, &name("ffn_norm.weight"), d)?,
-                w_gate: Linear::load(f, &name("ffn_gate.weight"), d, hp.n_ff)?,
-                w_up: Linear::load(f, &name("ffn_up.weight"), d, hp.n_ff)?,
-                w_down: Linear::load(f, &name("ffn_down.weight"), hp.n_ff, d)?,
+                ffn: match &hp.moe {
+                    Some(moe) if moe.is_moe_layer(i) => Ffn::Moe(MoeFfn::load(f, i, &hp, moe)?),
+                    _ => Ffn::Dense(DenseFfn::load(f, &name("ffn"), "", d, hp.n_ff)?),
+                },
             });
         }
         let mut rope = Rope::new(variant.rope, hp.n_rot, hp.rope_base);
@@ -122,6 +136,7 @@ impl Llama {
             tok_embd,
             output,
             layers,
+            trace: RoutingTrace::default(),
         })
     }
 
@@ -148,8 +163,7 @@ impl Llama {
         let mut v = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
         let mut att = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
         let mut proj = vec![0.0f32; n * d]; // [n][n_embd] block output
-        let mut gate = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
-        let mut up = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
+        let mut ffn_scratch = FfnScratch::default();
         let mut cs = vec![0.0f32; n * hp.n_rot]; // [n][n_rot] cos/sin per position
         let mut acts = SharedActs::new();
 
@@ -220,12 +234,17 @@ impl Llama {
                     &mut xn[t * d..(t + 1) * d],
                 );
             }
-            acts.invalidate();
-            acts.matmul(pool, f, &l.w_gate, &xn, n, &mut gate)?;
-            acts.matmul(pool, f, &l.w_up, &xn, n, &mut up)?;
-            ops::silu_mul_inplace(&mut gate, &up);
-            acts.invalidate();
-            acts.matmul(pool, f, &l.w_down, &gate, n, &mut proj)?;
+            l.ffn.forward(
+                pool,
+                f,
+                &mut acts,
+                &xn,
+                n,
+                pos0,
+                &mut ffn_scratch,
+                &self.trace,
+                &mut proj,
+            )?;
             ops::add_inplace(&mut x, &proj);
         }
         cache.advance(n);
@@ -285,5 +304,12 @@ impl Network for Llama {
 
     fn kv_shape(&self) -> (usize, usize) {
         (self.hp.n_layer, self.hp.n_head_kv * self.hp.head_dim)
+    }
+
+    fn routing_trace(&self) -> Option<&RoutingTrace> {
+        self.layers
+            .iter()
+            .any(|l| matches!(l.ffn, Ffn::Moe(_)))
+            .then_some(&self.trace)
     }
 }

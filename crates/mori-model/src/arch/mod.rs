@@ -1,7 +1,9 @@
 //! One module per architecture family, and the weight handles they share.
 
+pub mod ffn;
 pub mod gemma3;
 pub mod llama;
+pub mod moe;
 
 use std::sync::Arc;
 
@@ -40,6 +42,11 @@ pub trait Network: Send + Sync {
     fn new_cache(&self, n_ctx: usize) -> KvCache {
         let (n_layer, kv_dim) = self.kv_shape();
         KvCache::new(n_layer, n_ctx, kv_dim)
+    }
+
+    /// The record of routing decisions, for networks with experts.
+    fn routing_trace(&self) -> Option<&moe::RoutingTrace> {
+        None
     }
 }
 

@@ -107,7 +107,7 @@ impl Splitter {
 
 /// GPT-2's reversible map from bytes to printable characters: printable
 /// Latin-1 bytes map to themselves, the rest to code points from U+0100 on.
-pub(super) fn byte_to_unicode(b: u8) -> char {
+pub(crate) fn byte_to_unicode(b: u8) -> char {
     let printable = |b: u8| {
         (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
     };

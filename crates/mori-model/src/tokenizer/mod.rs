@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use mori_formats::{Array, GgufFile};
 
+pub(crate) use bpe::byte_to_unicode;
 pub use bpe::PreTokenizer;
 
 /// What is wrong with a vocabulary.
@@ -26,6 +27,8 @@ pub enum TokenizerError {
     UnsupportedPre(String, &'static str),
     #[error(transparent)]
     Format(#[from] mori_formats::Error),
+    #[error("tokenizer.json: {0}")]
+    HfJson(String),
 }
 
 type Result<T> = std::result::Result<T, TokenizerError>;
@@ -105,6 +108,16 @@ pub struct Tokenizer {
     byte_tokens: [Option<u32>; 256],
     eog: Vec<u32>,
     pre: Option<bpe::Splitter>,
+    /// A Hugging Face directory's own `tokenizer.json`, which then does the
+    /// encoding (decoding reads the vocabulary, token by token).
+    hf: Option<HfEncoder>,
+}
+
+/// `tokenizer.json` through the `tokenizers` crate, twice: once splitting out
+/// special tokens, once reading their text as plain text.
+struct HfEncoder {
+    parse_special: tokenizers::Tokenizer,
+    plain: tokenizers::Tokenizer,
 }
 
 /// Texts that end a turn in the chat formats of the supported families.
@@ -272,7 +285,35 @@ impl Tokenizer {
             byte_tokens,
             eog,
             pre,
+            hf: None,
         })
+    }
+
+    /// Encodes with the Hugging Face tokenizer in `path` (a `tokenizer.json`)
+    /// from now on, as `transformers` would; the vocabulary stays this one's.
+    pub fn with_hf_json(mut self, path: &std::path::Path) -> Result<Tokenizer> {
+        let bad = |e: String| TokenizerError::HfJson(format!("{}: {e}", path.display()));
+        let parse_special =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        let n = parse_special.get_vocab_size(true);
+        if n > self.n_vocab() {
+            return Err(bad(format!(
+                "defines {n} tokens, more than the model's {}",
+                self.n_vocab()
+            )));
+        }
+        let mut plain = parse_special.clone();
+        plain.set_encode_special_tokens(true);
+        self.hf = Some(HfEncoder {
+            parse_special,
+            plain,
+        });
+        Ok(self)
+    }
+
+    /// True when encoding goes through a Hugging Face `tokenizer.json`.
+    pub fn is_hf(&self) -> bool {
+        self.hf.is_some()
     }
 
     pub fn n_vocab(&self) -> usize {
@@ -312,6 +353,21 @@ impl Tokenizer {
     /// asks for them; `parse_special` turns the text of control tokens such as
     /// `<|im_start|>` into those tokens (user-defined tokens always are).
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        if let Some(hf) = &self.hf {
+            let t = if parse_special {
+                &hf.parse_special
+            } else {
+                &hf.plain
+            };
+            match t.encode(text, add_special) {
+                Ok(enc) => return enc.get_ids().to_vec(),
+                // Only a misconfigured pipeline fails; the vocabulary's own
+                // tokenizer still gives an answer, and the log says why.
+                Err(e) => {
+                    tracing::error!(error = %e, "tokenizer.json failed to encode; using the GGUF vocabulary")
+                }
+            }
+        }
         let mut out = Vec::new();
         if add_special && self.v.add_bos {
             if let Some(b) = self.v.bos {

@@ -1,6 +1,6 @@
 //! What the fixture-driven tests share.
 
-use mori_model::random::{FileType, RandomSpec};
+use mori_model::random::{FileType, MoeSpec, RandomSpec};
 use serde_json::Value;
 
 /// The random model a fixture's `spec` object describes, as architecture `arch`
@@ -23,5 +23,20 @@ pub fn spec_from(arch: &str, ty: &str, s: &Value) -> RandomSpec {
         sliding_window: s["sliding_window"].as_u64().unwrap_or(0) as usize,
         file_type: FileType::parse(ty).unwrap(),
         seed: s["seed"].as_u64().unwrap(),
+        moe: moe_from(s),
     }
+}
+
+/// The experts of a fixture's spec: `experts` (count), `experts_used`,
+/// `expert_ff`, and optionally `shared_experts` and `dense_lead`.
+fn moe_from(s: &Value) -> Option<MoeSpec> {
+    let n_expert = s.get("experts")?.as_u64()? as usize;
+    let u = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+    Some(MoeSpec {
+        n_expert,
+        n_expert_used: u("experts_used"),
+        n_ff_exp: u("expert_ff"),
+        n_expert_shared: u("shared_experts"),
+        n_layer_dense_lead: u("dense_lead"),
+    })
 }
