@@ -53,8 +53,13 @@ SPECS = {
                   rope_base=1000000.0, tied=True, seed=12),
     "qwen3": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=4096,
                   rope_base=1000000.0, tied=False, seed=13),
+    # DeepSeek-R1-Distill-Qwen: Qwen2 with QKV bias and an untied output.
+    "qwen2-untied": dict(arch="qwen2", vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512,
+                         ctx=4096, rope_base=10000.0, tied=False, seed=15),
+    "qwen3moe": dict(vocab=384, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=768, ctx=4096,
+                     rope_base=1000000.0, tied=False, seed=14, experts=8, experts_used=2, expert_ff=256),
 }
-PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
+PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -64,6 +69,9 @@ CASES = [
     ("qwen2", "F32", "q8_0"),
     ("qwen3", "BF16", "bf16"),
     ("qwen3", "F32", "f32"),
+    ("qwen2-untied", "BF16", "bf16"),
+    ("qwen3moe", "F32", "f32"),
+    ("qwen3moe", "BF16", "bf16"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
@@ -196,9 +204,10 @@ def main():
     cases = []
     versions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for arch, dtype, outtype in CASES:
-            spec = SPECS[arch]
-            name = f"{arch}-{dtype}-{outtype}"
+        for spec_name, dtype, outtype in CASES:
+            spec = dict(SPECS[spec_name])
+            arch = spec.pop("arch", spec_name)
+            name = f"{spec_name}-{dtype}-{outtype}"
             ckpt = os.path.join(tmp, name)
             write_checkpoint(args.mori, arch, dtype, spec, ckpt)
             files = {f: sha256(os.path.join(ckpt, f)) for f in sorted(os.listdir(ckpt))}
@@ -212,7 +221,7 @@ def main():
             encodings = json.loads(run([torch_py, "-c", TOKENIZE, ckpt, json.dumps(TEXTS)]))
             ref.astype("<f2").tofile(os.path.join(FIXTURES, name + ".llama.f16"))
             hf.astype("<f2").tofile(os.path.join(FIXTURES, name + ".hf.f16"))
-            cases.append(dict(arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
+            cases.append(dict(name=name, arch=arch, dtype=dtype, outtype=outtype, spec=spec, files=files, tokens=tokens,
                               llama_cpp_logits=name + ".llama.f16", hf_logits=name + ".hf.f16",
                               tokenize=[dict(text=t, ids=ids) for t, ids in zip(TEXTS, encodings)],
                               gguf=summary, logit_std=round(float(ref.std(axis=1).mean()), 3)))

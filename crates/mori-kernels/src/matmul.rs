@@ -82,7 +82,10 @@ fn quantize_act_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
 /// f32 for the float types (the weight is widened on the fly).
 pub fn vec_dot_type(w: GgmlType) -> GgmlType {
     match w {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
+        // llama.cpp rounds activations to the weights' own 16-bit type.
+        GgmlType::F32 => GgmlType::F32,
+        GgmlType::F16 => GgmlType::F16,
+        GgmlType::BF16 => GgmlType::BF16,
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
         GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
@@ -179,9 +182,18 @@ impl ActBuf {
         let ty = vec_dot_type(w_ty);
         self.n_tokens = n_tokens;
         self.n_cols = n_cols;
-        if ty == GgmlType::F32 {
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            // 16-bit activations are kept as the f32 values they round to.
             self.f32s.clear();
-            self.f32s.extend_from_slice(x);
+            match ty {
+                GgmlType::F16 => self
+                    .f32s
+                    .extend(x.iter().map(|&v| half::f16::from_f32(v).to_f32())),
+                GgmlType::BF16 => self
+                    .f32s
+                    .extend(x.iter().map(|&v| half::bf16::from_f32(v).to_f32())),
+                _ => self.f32s.extend_from_slice(x),
+            }
             self.row_bytes = n_cols * 4;
         } else {
             self.row_bytes = ty.row_size(n_cols)?;
@@ -199,7 +211,9 @@ impl ActBuf {
 
     fn row(&self, t: usize) -> ActRow<'_> {
         match self.ty {
-            Some(GgmlType::F32) => ActRow::F32(&self.f32s[t * self.n_cols..(t + 1) * self.n_cols]),
+            Some(GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => {
+                ActRow::F32(&self.f32s[t * self.n_cols..(t + 1) * self.n_cols])
+            }
             _ => ActRow::Q(&self.bytes[t * self.row_bytes..(t + 1) * self.row_bytes]),
         }
     }

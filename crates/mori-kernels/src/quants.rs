@@ -428,53 +428,77 @@ pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
     hsum8(&acc)
 }
 
+/// F32 weights times activations in the order of llama.cpp's x86
+/// `ggml_vec_dot_f32`: [`dot_f16`]'s accumulators and combination, with the
+/// elements past the last multiple of 32 added by fused multiply-adds in f32.
 pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut tail = 0.0f32;
-    let mut wc = w.chunks_exact(32);
-    let mut xc = x.chunks_exact(8);
-    for (wb, xb) in (&mut wc).zip(&mut xc) {
-        for j in 0..8 {
-            acc[j] += f32::from_le_bytes([wb[4 * j], wb[4 * j + 1], wb[4 * j + 2], wb[4 * j + 3]])
-                * xb[j];
+    let wf = |i: usize| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+    let n32 = x.len() / 32 * 32;
+    let mut acc = [[0.0f32; 8]; 4];
+    for i in (0..n32).step_by(32) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, s) in a.iter_mut().enumerate() {
+                let e = i + 8 * j + l;
+                *s = wf(e).mul_add(x[e], *s);
+            }
         }
     }
-    for (wb, &xv) in wc.remainder().chunks_exact(4).zip(xc.remainder()) {
-        tail += f32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]]) * xv;
+    let v: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let t = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let mut sum = (t[0] + t[1]) + (t[2] + t[3]);
+    for (e, &xv) in x.iter().enumerate().skip(n32) {
+        sum = wf(e).mul_add(xv, sum);
     }
-    acc.iter().sum::<f32>() + tail
+    sum
 }
 
+/// F16 weights times activations already rounded to f16, in the order of
+/// llama.cpp's x86 `ggml_vec_dot_f16`: four 8-lane accumulators of fused
+/// multiply-adds over steps of 32, combined as (0+2)+(1+3), then halves and
+/// two horizontal pair sums; elements past the last multiple of 32 are added
+/// in f64.
 pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut tail = 0.0f32;
-    let mut wc = w.chunks_exact(16);
-    let mut xc = x.chunks_exact(8);
-    for (wb, xb) in (&mut wc).zip(&mut xc) {
-        for j in 0..8 {
-            acc[j] +=
-                f16::from_bits(u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]])).to_f32() * xb[j];
+    let wf = |i: usize| f16::from_bits(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])).to_f32();
+    let n32 = x.len() / 32 * 32;
+    let mut acc = [[0.0f32; 8]; 4];
+    for i in (0..n32).step_by(32) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, s) in a.iter_mut().enumerate() {
+                let e = i + 8 * j + l;
+                *s = wf(e).mul_add(x[e], *s);
+            }
         }
     }
-    for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {
-        tail += f16::from_bits(u16::from_le_bytes([wb[0], wb[1]])).to_f32() * xv;
+    let v: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let t = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for (e, &xv) in x.iter().enumerate().skip(n32) {
+        sum += (wf(e) * xv) as f64;
     }
-    acc.iter().sum::<f32>() + tail
+    sum as f32
 }
 
+/// BF16 weights times activations already rounded to bf16, in the order of
+/// llama.cpp's AVX2 `ggml_vec_dot_bf16`: four 8-lane accumulators of
+/// multiply-adds over steps of 32, combined as (0+2)+(1+3), then halves and
+/// (0+2)+(1+3) of the four; elements past the last multiple of 32 in f64.
 pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut tail = 0.0f32;
-    let mut wc = w.chunks_exact(16);
-    let mut xc = x.chunks_exact(8);
-    for (wb, xb) in (&mut wc).zip(&mut xc) {
-        for j in 0..8 {
-            acc[j] += f32::from_bits((u16::from_le_bytes([wb[2 * j], wb[2 * j + 1]]) as u32) << 16)
-                * xb[j];
+    let wf = |i: usize| f32::from_bits((u16::from_le_bytes([w[2 * i], w[2 * i + 1]]) as u32) << 16);
+    let n32 = x.len() / 32 * 32;
+    let mut acc = [[0.0f32; 8]; 4];
+    for i in (0..n32).step_by(32) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, s) in a.iter_mut().enumerate() {
+                let e = i + 8 * j + l;
+                *s = wf(e).mul_add(x[e], *s);
+            }
         }
     }
-    for (wb, &xv) in wc.remainder().chunks_exact(2).zip(xc.remainder()) {
-        tail += f32::from_bits((u16::from_le_bytes([wb[0], wb[1]]) as u32) << 16) * xv;
+    let v: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let g = [v[4] + v[0], v[5] + v[1], v[6] + v[2], v[7] + v[3]];
+    let mut sum = ((g[0] + g[2]) + (g[1] + g[3])) as f64;
+    for (e, &xv) in x.iter().enumerate().skip(n32) {
+        sum += (wf(e) * xv) as f64;
     }
-    acc.iter().sum::<f32>() + tail
+    sum as f32
 }

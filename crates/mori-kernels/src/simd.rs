@@ -171,7 +171,6 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::kquants::QK_K;
-    use crate::quants;
 
     /// The f16 at byte `off` of `b`, widened by the F16C instruction (the
     /// conversion is exact, so this equals `quants::f16_at`).
@@ -744,45 +743,58 @@ mod x86 {
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
     }
 
+    /// `quants::dot_f32`'s order: four accumulators over steps of 32.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         debug_assert!(w.len() >= 4 * n);
         let wp = w.as_ptr() as *const f32;
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let n32 = n / 32 * 32;
+        let mut a = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        while i + 16 <= n {
-            let w0 = _mm256_loadu_ps(wp.add(i));
-            let w1 = _mm256_loadu_ps(wp.add(i + 8));
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
-            i += 16;
+        while i < n32 {
+            for (j, aj) in a.iter_mut().enumerate() {
+                let e = i + 8 * j;
+                let wv = _mm256_loadu_ps(wp.add(e));
+                *aj = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(e)), *aj);
+            }
+            i += 32;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
-        if i < n {
-            sum += quants::dot_f32(&w[4 * i..], &x[i..]);
+        let v = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let pairs = _mm_hadd_ps(t, t);
+        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
+            sum = wp.add(e).read_unaligned().mul_add(xv, sum);
         }
         sum
     }
 
+    /// `quants::dot_f16`'s order: four accumulators over steps of 32.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         debug_assert!(w.len() >= 2 * n);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let n32 = n / 32 * 32;
+        let mut a = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        while i + 16 <= n {
-            let w0 = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i) as *const __m128i));
-            let w1 = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * i + 16) as *const __m128i));
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
-            i += 16;
+        while i < n32 {
+            for (j, aj) in a.iter_mut().enumerate() {
+                let e = i + 8 * j;
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * e) as *const __m128i));
+                *aj = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(e)), *aj);
+            }
+            i += 32;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
-        if i < n {
-            sum += quants::dot_f16(&w[2 * i..], &x[i..]);
+        let v = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let pairs = _mm_hadd_ps(t, t);
+        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)) as f64;
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
+            let wv = half::f16::from_le_bytes([w[2 * e], w[2 * e + 1]]).to_f32();
+            sum += (wv * xv) as f64;
         }
-        sum
+        sum as f32
     }
 
     /// 8 bf16 values widened to f32 (a bf16 is the top half of an f32).
@@ -792,24 +804,32 @@ mod x86 {
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
     }
 
+    /// `quants::dot_bf16`'s order: four accumulators over steps of 32.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len();
         debug_assert!(w.len() >= 2 * n);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let n32 = n / 32 * 32;
+        let mut a = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        while i + 16 <= n {
-            let w0 = bf16x8(w.as_ptr().add(2 * i));
-            let w1 = bf16x8(w.as_ptr().add(2 * i + 16));
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
-            i += 16;
+        while i < n32 {
+            for (j, aj) in a.iter_mut().enumerate() {
+                let e = i + 8 * j;
+                let wv = bf16x8(w.as_ptr().add(2 * e));
+                *aj = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(e)), *aj);
+            }
+            i += 32;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
-        if i < n {
-            sum += quants::dot_bf16(&w[2 * i..], &x[i..]);
+        let v = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let g = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let g = _mm_add_ps(g, _mm_movehl_ps(g, g));
+        let g = _mm_add_ss(g, _mm_movehdup_ps(g));
+        let mut sum = _mm_cvtss_f32(g) as f64;
+        for (e, &xv) in x.iter().enumerate().skip(n32) {
+            let wv = f32::from_bits((u16::from_le_bytes([w[2 * e], w[2 * e + 1]]) as u32) << 16);
+            sum += (wv * xv) as f64;
         }
-        sum
+        sum as f32
     }
 }
 

@@ -11,7 +11,7 @@ use mori_formats::safetensors::{Checkpoint, HfConfig, StDtype};
 use mori_formats::{Array, GgufWriter, Value};
 use mori_kernels::GgmlType;
 
-use crate::hparams::{HParams, RopeScaling};
+use crate::hparams::{Gating, HParams, MoeHParams, RopeScaling};
 use crate::random::FileType;
 use crate::tokenizer::TokenType;
 use crate::{Error, Result};
@@ -35,6 +35,7 @@ fn arch_for(model_type: &str) -> Option<(&'static str, bool)> {
         "llama" | "mistral" => Some(("llama", true)),
         "qwen2" => Some(("qwen2", false)),
         "qwen3" => Some(("qwen3", false)),
+        "qwen3_moe" => Some(("qwen3moe", false)),
         _ => None,
     }
 }
@@ -70,7 +71,7 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         cfg.error(
             "model_type",
             format!(
-                "'{model_type}' cannot be converted yet (supported: llama, mistral, qwen2, qwen3)"
+                "'{model_type}' cannot be converted yet (supported: llama, mistral, qwen2, qwen3, qwen3_moe)"
             ),
         )
     })?;
@@ -110,6 +111,33 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
             }
         }
     };
+    let moe = match arch {
+        "qwen3moe" => {
+            let sparse_step = cfg.opt_usize("decoder_sparse_step")?.unwrap_or(1);
+            let dense_layers = cfg.json.get("mlp_only_layers").and_then(|v| v.as_array());
+            if sparse_step != 1 || dense_layers.is_some_and(|l| !l.is_empty()) {
+                return Err(cfg
+                    .error(
+                        "decoder_sparse_step",
+                        "dense layers between the expert layers cannot be converted",
+                    )
+                    .into());
+            }
+            Some(MoeHParams {
+                n_expert: cfg.usize("num_experts")?,
+                n_expert_used: cfg.usize("num_experts_per_tok")?,
+                n_ff_exp: cfg.usize("moe_intermediate_size")?,
+                n_ff_shexp: 0,
+                n_expert_shared: 0,
+                n_layer_dense_lead: 0,
+                layer_step: 1,
+                gating: Gating::Softmax,
+                norm_weights: cfg.opt_bool("norm_topk_prob")?.unwrap_or(false),
+            })
+        }
+        _ => None,
+    };
+    let n_expert = moe.as_ref().map_or(0, |m| m.n_expert);
     let tok = read_tokenizer(dir, &cfg)?;
     let n_vocab_cfg = cfg.usize("vocab_size")?;
     let hp = HParams {
@@ -129,7 +157,7 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         rope_scaling,
         swa: None,
         final_logit_softcap: None,
-        moe: None,
+        moe: moe.clone(),
     };
 
     let ckpt = Checkpoint::open_dir(dir)?;
@@ -163,9 +191,25 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
                    layer: usize,
                    permute_heads: Option<usize>|
      -> Result<()> {
-        let t = ckpt.get(hf)?;
-        used.insert(hf.to_string());
-        let mut data = t.to_f32();
+        // `{e}` in the name stands for every expert: their matrices are stacked
+        // into one 3-D tensor, expert by expert.
+        let (t, mut data, n_stack) = if hf.contains("{e}") {
+            let mut data = Vec::new();
+            for e in 0..n_expert {
+                let name = hf.replace("{e}", &e.to_string());
+                let t = ckpt.get(&name)?;
+                if e > 0 && t.shape != ckpt.get(&hf.replace("{e}", "0"))?.shape {
+                    return Err(bad_tensor(dir, &name, "experts differ in shape"));
+                }
+                used.insert(name);
+                data.extend(t.to_f32());
+            }
+            (ckpt.get(&hf.replace("{e}", "0"))?, data, Some(n_expert))
+        } else {
+            let t = ckpt.get(hf)?;
+            used.insert(hf.to_string());
+            (t, t.to_f32(), None)
+        };
         let shape = t.shape.to_vec();
         if let Some(heads) = permute_heads {
             data = rotate_half_to_interleaved(&data, &shape, heads)
@@ -187,17 +231,25 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
             ));
         }
         let (n_rows, n_cols) = (shape[0], shape[1]);
-        let want = ft.matrix_type(short, layer, n_layer);
+        // Expert routers stay F32, as llama.cpp's converter keeps them: they are
+        // small, and a rounded router changes which experts a token reaches.
+        let want = match short {
+            "ffn_gate_inp" => GgmlType::F32,
+            _ => ft.matrix_type(short, layer, n_layer),
+        };
         let ty = FileType::storable(want, n_cols);
         if ty != want {
             done.fallbacks.push((gguf.to_string(), ty));
         }
         let row = ty.row_size(n_cols)?;
-        let mut bytes = vec![0u8; row * n_rows];
+        let all_rows = data.len() / n_cols;
+        let mut bytes = vec![0u8; row * all_rows];
         for (src, dst) in data.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(row)) {
             mori_kernels::quantize_row(ty, src, dst)?;
         }
-        w.add_tensor(gguf, vec![n_cols as u64, n_rows as u64], ty, bytes)?;
+        let mut dims = vec![n_cols as u64, n_rows as u64];
+        dims.extend(n_stack.map(|n| n as u64));
+        w.add_tensor(gguf, dims, ty, bytes)?;
         Ok(())
     };
 
@@ -243,7 +295,7 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
             i,
             None,
         )?;
-        if arch == "qwen3" {
+        if arch == "qwen3" || arch == "qwen3moe" {
             put(
                 &mut w,
                 &hf("self_attn.q_norm.weight"),
@@ -266,6 +318,25 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
             i,
             None,
         )?;
+        if moe.is_some() {
+            put(
+                &mut w,
+                &hf("mlp.gate.weight"),
+                &gg("ffn_gate_inp.weight"),
+                i,
+                None,
+            )?;
+            for p in ["gate", "up", "down"] {
+                put(
+                    &mut w,
+                    &hf(&format!("mlp.experts.{{e}}.{p}_proj.weight")),
+                    &gg(&format!("ffn_{p}_exps.weight")),
+                    i,
+                    None,
+                )?;
+            }
+            continue;
+        }
         put(
             &mut w,
             &hf("mlp.gate_proj.weight"),

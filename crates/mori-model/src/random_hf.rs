@@ -74,6 +74,7 @@ fn hf_arch(arch: &str) -> Option<(&'static str, &'static str)> {
         "llama" => Some(("llama", "LlamaForCausalLM")),
         "qwen2" => Some(("qwen2", "Qwen2ForCausalLM")),
         "qwen3" => Some(("qwen3", "Qwen3ForCausalLM")),
+        "qwen3moe" => Some(("qwen3_moe", "Qwen3MoeForCausalLM")),
         _ => None,
     }
 }
@@ -91,7 +92,7 @@ fn specials(arch: &str) -> &'static [&'static str] {
 pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<()> {
     let (model_type, class) = hf_arch(&spec.arch).ok_or_else(|| {
         Error::Invalid(format!(
-            "cannot write a random Hugging Face '{}' checkpoint (supported: llama, qwen2, qwen3)",
+            "cannot write a random Hugging Face '{}' checkpoint (supported: llama, qwen2, qwen3, qwen3moe)",
             spec.arch
         ))
     })?;
@@ -114,6 +115,20 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
     // Tensors in the order `transformers` saves them, drawn from one stream.
     let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
     let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
+    let moe = match spec.arch.as_str() {
+        "qwen3moe" => {
+            let m = spec
+                .moe
+                .ok_or_else(|| Error::Invalid("a qwen3moe checkpoint needs experts".into()))?;
+            if m.n_expert_shared > 0 || m.n_layer_dense_lead > 0 {
+                return Err(Error::Invalid(
+                    "Qwen3-MoE has no shared experts and no dense leading layers".into(),
+                ));
+            }
+            Some(m)
+        }
+        _ => None,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut mat = |rng: &mut ChaCha8Rng, name: String, rows: usize, cols: usize, scale: f32| {
@@ -151,14 +166,37 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
             vector(&mut rng, n("self_attn.k_proj.bias"), kv_dim, 0.0, 0.3);
             vector(&mut rng, n("self_attn.v_proj.bias"), kv_dim, 0.0, 0.3);
         }
-        if spec.arch == "qwen3" {
+        if spec.arch == "qwen3" || spec.arch == "qwen3moe" {
             vector(&mut rng, n("self_attn.q_norm.weight"), hd, 1.0, 0.1);
             vector(&mut rng, n("self_attn.k_norm.weight"), hd, 1.0, 0.1);
         }
         vector(&mut rng, n("post_attention_layernorm.weight"), d, 1.0, 0.1);
-        mat(&mut rng, n("mlp.gate_proj.weight"), ff, d, sd);
-        mat(&mut rng, n("mlp.up_proj.weight"), ff, d, sd);
-        mat(&mut rng, n("mlp.down_proj.weight"), d, ff, sf);
+        match &moe {
+            // Every layer routes: a router and each expert's own SwiGLU, named
+            // per expert as the published checkpoints are.
+            Some(m) => {
+                // Router logits spread wide enough that top-k choices are clear.
+                mat(&mut rng, n("mlp.gate.weight"), m.n_expert, d, 4.0 * sd);
+                let fe = m.n_ff_exp;
+                for e in 0..m.n_expert {
+                    let x = |w: &str| n(&format!("mlp.experts.{e}.{w}"));
+                    mat(&mut rng, x("gate_proj.weight"), fe, d, sd);
+                    mat(&mut rng, x("up_proj.weight"), fe, d, sd);
+                    mat(
+                        &mut rng,
+                        x("down_proj.weight"),
+                        d,
+                        fe,
+                        1.0 / (fe as f32).sqrt(),
+                    );
+                }
+            }
+            None => {
+                mat(&mut rng, n("mlp.gate_proj.weight"), ff, d, sd);
+                mat(&mut rng, n("mlp.up_proj.weight"), ff, d, sd);
+                mat(&mut rng, n("mlp.down_proj.weight"), d, ff, sf);
+            }
+        }
     }
     vector(&mut rng, "model.norm.weight".into(), d, 1.0, 0.1);
     if !spec.tied_output {
@@ -209,6 +247,16 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
     });
     if let Some(b) = bos {
         config["bos_token_id"] = json!(b);
+    }
+    if let Some(m) = &moe {
+        config["num_experts"] = json!(m.n_expert);
+        config["num_experts_per_tok"] = json!(m.n_expert_used);
+        config["moe_intermediate_size"] = json!(m.n_ff_exp);
+        config["decoder_sparse_step"] = json!(1);
+        config["mlp_only_layers"] = json!([]);
+        config["norm_topk_prob"] = json!(true);
+        config["output_router_logits"] = json!(false);
+        config["router_aux_loss_coef"] = json!(0.001);
     }
     if spec.arch == "llama" {
         config["attention_bias"] = json!(false);

@@ -19,22 +19,6 @@ use sha2::{Digest, Sha256};
 
 const WEIGHT_TOLERANCE: f32 = 1e-5;
 
-/// Cases whose expert choices all match but whose weights drift past 1e-5
-/// because the hidden states entering the router already differ from
-/// llama.cpp's, for reasons outside the MoE code: llama.cpp rounds the
-/// activations of F16 matrix products to f16 (Mori keeps f32), F32 products
-/// are summed in another order, and in ERNIE Q4_K_M two late positions follow
-/// an 8-bit activation rounding that fell the other way. Each is checked
-/// against its own bound, ids still exactly; a case that comes within 1e-5
-/// fails until it is removed here, so the list can only shrink.
-const KNOWN_WEIGHT_DRIFT: &[(&str, f32)] = &[
-    ("qwen3moe-F32", 1e-4),
-    ("qwen3moe-F16", 1e-3),
-    ("ernie4_5-moe-F32", 1e-4),
-    ("ernie4_5-moe-F16", 1e-3),
-    ("ernie4_5-moe-Q4_K_M", 2e-4),
-];
-
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moe_routing")
 }
@@ -167,8 +151,7 @@ fn routing_matches_llama_cpp() {
             "{name}: routing is checked with at least 8 experts"
         );
         let (one_by_one, batched) = mori_routing(&fx, dir.path());
-        let known = KNOWN_WEIGHT_DRIFT.iter().find(|(n, _)| *n == name);
-        let tolerance = known.map_or(WEIGHT_TOLERANCE, |k| k.1);
+        let tolerance = WEIGHT_TOLERANCE;
         for (how, ours) in [("token by token", &one_by_one), ("as one batch", &batched)] {
             let (n, problems, max_dw) = compare(&fx, ours, tolerance);
             println!(
@@ -176,11 +159,6 @@ fn routing_matches_llama_cpp() {
                  (weights within {tolerance:.0e}), max |weight diff| {max_dw:.2e}",
                 n - problems.len()
             );
-            if known.is_some() && max_dw <= WEIGHT_TOLERANCE {
-                failures.push(format!(
-                    "{name} now matches within {WEIGHT_TOLERANCE:e}: remove it from KNOWN_WEIGHT_DRIFT"
-                ));
-            }
             for p in problems.iter().take(5) {
                 println!("  {p}");
             }
