@@ -12,6 +12,10 @@ For every architecture x tensor type in CASES this script
 CI then regenerates each model with Mori, checks the digest, and compares
 Mori's logits with these without any Python (crates/mori-model/tests/conformance.rs).
 
+It also records the sliding-window check (`gemma3-window.json`): llama.cpp's
+logits at positions 600.. of a Gemma 3 model with a 512-token window, and for
+comparison those of the same weights with a window longer than the text.
+
 Usage (from the repository root, with llama-cpp-python installed):
     cargo build --release -p mori
     python3 scripts/record_conformance.py [--mori target/release/mori] [--arch ARCH ...]
@@ -58,6 +62,13 @@ SPECS = {
     "ernie4_5-moe": dict(vocab=384, embd=256, layers=3, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
                          rope_base=500000.0, tied=True, seed=12, experts=8, experts_used=2, expert_ff=256,
                          shared_experts=1, dense_lead=1),
+    # Seven layers: windowed 0-4 and 6, full 5 (Gemma 3's five in six); a
+    # 16-token window, so 64 positions really slide; heads wider than
+    # embd / heads; local and global RoPE bases differ (10000 and 1e6). Not
+    # tied: with the embedding scaled by sqrt(n_embd), a random tied model
+    # predicts its input token with probability ~1, which hides differences.
+    "gemma3": dict(vocab=384, embd=256, layers=7, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=8192,
+                   rope_base=1000000.0, tied=False, sliding_window=16, seed=4),
 }
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"]
 # Architectures checked on fewer types than TYPES: the float types, Q8_0, Q4_0 and the
@@ -67,7 +78,17 @@ ARCH_TYPES = {
     "pangu-embedded": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
     "qwen3moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
     "ernie4_5-moe": ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"],
+    "gemma3": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"],
 }
+
+# The sliding-window check: logits at positions WINDOW_FROM..WINDOW_TO of a
+# WINDOW_POS-token text, far enough past the 512-token window that it slides.
+WINDOW_SPEC = dict(vocab=384, embd=256, layers=6, heads=4, kv_heads=1, head_dim=64, ff=512, ctx=8192,
+                   rope_base=1000000.0, tied=False, sliding_window=512, seed=5)
+WINDOW_TYPE = "F16"
+WINDOW_POS, WINDOW_FROM, WINDOW_TO = 640, 600, 632
+# The same weights with a window longer than the text: nothing slides.
+UNLIMITED_WINDOW = 4096
 
 
 def write_model(mori, arch, ty, spec, path):
@@ -101,9 +122,9 @@ _repack = [True]
 llama_cpp.llama.llama_cpp.llama_model_default_params = lambda: _params(_repack[0])
 
 
-def run_llama(path, tokens, ubatch, repack):
+def run_llama(path, tokens, ubatch, repack, n_ctx=128):
     _repack[0] = repack
-    llm = llama_cpp.Llama(model_path=path, n_ctx=128, n_batch=N_POS, n_ubatch=ubatch, logits_all=True,
+    llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=N_POS, n_ubatch=ubatch, logits_all=True,
                           n_threads=2, verbose=False)
     llm.eval(tokens)
     scores = np.array(llm.scores[: len(tokens)], dtype=np.float32)
@@ -134,6 +155,40 @@ def mean_kl(p, q):
     return float((np.exp(lp) * (lp - lq)).sum(axis=1).mean())
 
 
+def record_window(mori, tmp):
+    """llama.cpp's logits deep into a text longer than Gemma 3's window."""
+    spec = WINDOW_SPEC
+    rng = random.Random(1000 + spec["seed"])
+    tokens = [1] + [rng.randrange(3, spec["vocab"]) for _ in range(WINDOW_POS - 1)]
+    runs = {}
+    for window in (spec["sliding_window"], UNLIMITED_WINDOW):
+        path = os.path.join(tmp, f"gemma3-window-{window}.gguf")
+        write_model(mori, "gemma3", WINDOW_TYPE, dict(spec, sliding_window=window), path)
+        logits = run_llama(path, tokens, ubatch=1, repack=False, n_ctx=1024)
+        assert logits.shape == (WINDOW_POS, spec["vocab"]), logits.shape
+        runs[window] = (sha256(path), logits[WINDOW_FROM:WINDOW_TO])
+    digest, logits = runs[spec["sliding_window"]]
+    name = "gemma3-window.f16"
+    logits.astype("<f2").tofile(os.path.join(FIXTURES, name))
+    kl_unlimited = mean_kl(logits, runs[UNLIMITED_WINDOW][1])
+    print(f"gemma3 window {spec['sliding_window']} vs {UNLIMITED_WINDOW}: llama.cpp's own mean KL "
+          f"{kl_unlimited:.3e} at positions {WINDOW_FROM}..{WINDOW_TO}", file=sys.stderr)
+    manifest = dict(
+        reference=f"llama-cpp-python {llama_cpp.__version__}, one token at a time, no weight repacking, n_ctx 1024",
+        note="llama.cpp's logits at positions [from, to) of tokens for a Gemma 3 model with a "
+        "sliding window of spec.sliding_window, f16 little-endian [to - from][vocab]. "
+        "unlimited_window_kl: llama.cpp's mean KL between these and its logits for the same "
+        "weights with a window of unlimited_window (nothing slides).",
+        arch="gemma3", type=WINDOW_TYPE, spec=spec, sha256=digest, tokens=tokens,
+        logits=name, positions_from=WINDOW_FROM, positions_to=WINDOW_TO,
+        unlimited_window=UNLIMITED_WINDOW, unlimited_window_sha256=runs[UNLIMITED_WINDOW][0],
+        unlimited_window_kl=float(f"{kl_unlimited:.3e}"),
+    )
+    with open(os.path.join(FIXTURES, "gemma3-window.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
@@ -147,6 +202,8 @@ def main():
         with open(manifest_path) as f:
             cases = [c for c in json.load(f)["cases"] if c["arch"] not in args.arch]
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.arch or "gemma3" in args.arch:
+            record_window(args.mori, tmp)
         for arch, spec in SPECS.items():
             if args.arch and arch not in args.arch:
                 continue

@@ -216,6 +216,9 @@ pub struct RandomModelArgs {
     /// Reuse the token embedding as the output matrix.
     #[arg(long)]
     tied: bool,
+    /// Positions a sliding-window layer sees (gemma3: five layers in six); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    sliding_window: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Routed experts per MoE layer (qwen3moe, ernie4_5-moe); 0: the arch's default set.
@@ -250,6 +253,7 @@ impl RandomModelArgs {
             rope_base: self.rope_base,
             rms_eps: 1e-5,
             tied_output: self.tied,
+            sliding_window: self.sliding_window,
             file_type,
             seed: self.seed,
             moe: match self.experts {

@@ -78,6 +78,8 @@ impl<'m> Session<'m> {
         }
         if keep < self.tokens.len() {
             self.cache.truncate(keep);
+            // A sliding-window cache may have to go back further than asked.
+            keep = self.cache.n_used();
             self.tokens.truncate(keep);
             self.last_logits.clear();
         }

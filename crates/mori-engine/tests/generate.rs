@@ -289,3 +289,34 @@ fn conversation_reads_only_the_new_part_of_each_turn_and_answers_as_a_fresh_one(
     }
     assert!(small.messages().is_empty());
 }
+
+/// A session over Gemma 3, whose windowed layers keep a ring of 4 + 255 rows:
+/// a prompt that shares a prefix with 300 cached tokens keeps that prefix while
+/// the ring still holds the window before it, and otherwise starts over, so
+/// `tokens()` always equals what the cache holds and the logits are a fresh
+/// session's.
+#[test]
+fn session_rewinds_a_sliding_window_only_as_far_as_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.gguf");
+    let mut spec = RandomSpec::tiny("gemma3", FileType::Uniform(GgmlType::Q8_0));
+    spec.sliding_window = 4;
+    write_random_model(&spec, &path).unwrap();
+    let m = Model::load(&path).unwrap();
+    let text: Vec<u32> = (0..300).map(|i| 3 + (i * 53) % 370).collect();
+    let fresh = |prompt: &[u32]| {
+        let mut s = Session::new(&m, 320, 2);
+        s.feed(prompt).unwrap().to_vec()
+    };
+    for (keep, expect_kept) in [(296, 296), (20, 0)] {
+        let mut s = Session::new(&m, 320, 2);
+        s.feed(&text).unwrap();
+        let mut prompt = text[..keep].to_vec();
+        prompt.extend([7, 8, 9]);
+        let rest = s.reuse_prefix(&prompt).to_vec();
+        assert_eq!(s.tokens().len(), expect_kept);
+        assert_eq!(s.n_past(), expect_kept);
+        assert_eq!(rest, prompt[expect_kept..]);
+        assert_eq!(s.feed(&rest).unwrap(), &fresh(&prompt)[..]);
+    }
+}

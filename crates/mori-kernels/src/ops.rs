@@ -56,6 +56,56 @@ fma_dispatch!(
     }
 );
 
+/// GELU with the tanh approximation, `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`,
+/// in f32 in the order ggml writes it, with the one fused multiply-add its x86
+/// build forms (`1 + (0.044715·x)·x`). This is the scalar reference of
+/// [`gelu_mul_inplace`], and the function its table is built from.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0)).tanh())
+}
+
+/// `f16(gelu_tanh(x))` for every f16 value `x`, indexed by its bits: ggml's CPU
+/// backend computes GELU of f32 activations by rounding them to f16 and looking
+/// the result up in this table.
+fn gelu_table() -> &'static [half::f16] {
+    static TABLE: std::sync::OnceLock<Vec<half::f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|b| half::f16::from_f32(gelu_tanh(half::f16::from_bits(b).to_f32())))
+            .collect()
+    })
+}
+
+/// GeGLU: `gate[i] = gelu(gate[i]) * up[i]`, in place over `gate`, as llama.cpp's
+/// CPU backend computes it (`ggml_vec_geglu_f32`): 0 at or below -10, the
+/// identity at or above 10, and between them the gate rounded to f16 and its
+/// GELU read from an f16 table, so the results match it bit for bit.
+pub fn gelu_mul_inplace(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    let table = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[half::f16::from_f32(x).to_bits() as usize].to_f32() * u
+        };
+    }
+}
+
+/// `x[i] = cap · tanh(x[i] / cap)`: soft-capping of logits, evaluated as
+/// llama.cpp does (a scale by `1/cap`, tanh, a scale by `cap`).
+pub fn softcap_inplace(x: &mut [f32], cap: f32) {
+    let inv = 1.0 / cap;
+    for v in x.iter_mut() {
+        *v = (*v * inv).tanh() * cap;
+    }
+}
+
 /// `dst[i] += src[i]`.
 pub fn add_inplace(dst: &mut [f32], src: &[f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -298,6 +348,204 @@ mod tests {
         }
     }
 
+    /// Random attention inputs: `q` for `n_tokens` rows, and `n_kv` positions of
+    /// keys and values in full layout (position p at row p).
+    fn attn_inputs(
+        seed: u64,
+        n_tokens: usize,
+        n_kv: usize,
+        q_dim: usize,
+        kv_dim: usize,
+    ) -> (Vec<f32>, Vec<half::f16>, Vec<half::f16>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut r = |n: usize, s: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| rng.gen_range(-s..s) * 2f32.powi(rng.gen_range(-3..=3)))
+                .collect()
+        };
+        let q = r(n_tokens * q_dim, 1.0);
+        let to16 = |x: Vec<f32>| x.into_iter().map(half::f16::from_f32).collect();
+        (q, to16(r(n_kv * kv_dim, 1.0)), to16(r(n_kv * kv_dim, 2.0)))
+    }
+
+    /// A ring of `n_rows` rows holding what a cache that wrote positions
+    /// `0..n_kv` in order into row `p % n_rows` holds.
+    fn ring(full: &[half::f16], kv_dim: usize, n_rows: usize) -> Vec<half::f16> {
+        let mut out = vec![half::f16::from_f32(f32::NAN); n_rows * kv_dim];
+        for (p, row) in full.chunks(kv_dim).enumerate() {
+            out[(p % n_rows) * kv_dim..][..kv_dim].copy_from_slice(row);
+        }
+        out
+    }
+
+    /// Sliding-window attention over a ring gives the bits of the same window
+    /// over the full layout (llama.cpp's masked cells), on both paths; it is
+    /// close to a plain f64 softmax over the window, and the window matters.
+    #[test]
+    fn windowed_attention_in_a_ring_matches_full_layout() {
+        let pool = crate::ThreadPool::new(2);
+        let (n_head, n_head_kv, hd) = (4, 2, 64);
+        let (q_dim, kv_dim) = (n_head * hd, n_head_kv * hd);
+        for (n_tokens, pos0, window, n_rows) in [
+            (1, 40, 16, 16),
+            (1, 100, 16, 17),
+            (7, 90, 16, 40),
+            (5, 3, 16, 20),
+            (33, 130, 50, 90),
+            (4, 700, 512, 515),
+        ] {
+            let n_kv = pos0 + n_tokens;
+            let (q, k, v) = attn_inputs(n_kv as u64, n_tokens, n_kv, q_dim, kv_dim);
+            let (kr, vr) = (ring(&k, kv_dim, n_rows), ring(&v, kv_dim, n_rows));
+            let shape = AttnShape {
+                n_tokens,
+                pos0,
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            let run = |scalar: bool, layout: KvLayout, k: &[half::f16], v: &[half::f16]| {
+                SCALAR_ATTENTION.with(|c| c.set(scalar));
+                let mut out = vec![0.0f32; n_tokens * q_dim];
+                attention_in(&pool, shape, layout, &q, k, v, &mut out);
+                SCALAR_ATTENTION.with(|c| c.set(false));
+                out
+            };
+            let full = KvLayout {
+                window: Some(window),
+                n_rows: usize::MAX,
+            };
+            let in_ring = KvLayout {
+                window: Some(window),
+                n_rows,
+            };
+            let want = run(true, full, &k, &v);
+            for (scalar, layout, kk, vv) in [
+                (false, full, &k, &v),
+                (true, in_ring, &kr, &vr),
+                (false, in_ring, &kr, &vr),
+            ] {
+                let got = run(scalar, layout, kk, vv);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "window {window} ring {n_rows} scalar {scalar} pos0 {pos0}"
+                );
+            }
+            // Against a plain softmax in f64 over the window.
+            let (mut err, mut scale_sum) = (0.0f64, 0.0f64);
+            for t in 0..n_tokens {
+                let n_seen = pos0 + t + 1;
+                let first = n_seen.saturating_sub(window);
+                for h in 0..n_head {
+                    let kvh = h / (n_head / n_head_kv);
+                    let qh = &q[t * q_dim + h * hd..][..hd];
+                    let at = |m: &[half::f16], p: usize, d: usize| {
+                        m[p * kv_dim + kvh * hd + d].to_f32() as f64
+                    };
+                    let s: Vec<f64> = (first..n_seen)
+                        .map(|p| {
+                            (0..hd).map(|d| qh[d] as f64 * at(&k, p, d)).sum::<f64>()
+                                * shape.scale as f64
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for d in 0..hd {
+                        let o: f64 = (first..n_seen)
+                            .zip(&s)
+                            .map(|(p, x)| (x - m).exp() / z * at(&v, p, d))
+                            .sum();
+                        err += (o - want[t * q_dim + h * hd + d] as f64).abs();
+                        scale_sum += o.abs();
+                    }
+                }
+            }
+            assert!(err / scale_sum < 2e-3, "relative error {}", err / scale_sum);
+            if pos0 + 1 > window {
+                let unwindowed = run(true, KvLayout::FULL, &k, &v);
+                assert_ne!(unwindowed, want, "the window must change the result");
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_table_matches_the_scalar_reference() {
+        // Known values of the tanh approximation.
+        for (x, y) in [
+            (1.0f32, 0.841_192),
+            (-1.0, -0.158_808),
+            (0.0, 0.0),
+            (3.0, 2.996_363),
+        ] {
+            assert!(
+                (gelu_tanh(x) - y).abs() < 2e-6,
+                "gelu({x}) = {}",
+                gelu_tanh(x)
+            );
+        }
+        let xs: Vec<f32> = (-2400..2400).map(|i| i as f32 * 0.00513).collect();
+        let up: Vec<f32> = xs.iter().map(|x| 1.5 - x * 0.1).collect();
+        let mut g = xs.clone();
+        gelu_mul_inplace(&mut g, &up);
+        for ((&x, &u), &y) in xs.iter().zip(&up).zip(&g) {
+            if x <= -10.0 || x >= 10.0 {
+                assert_eq!(y, if x < 0.0 { 0.0 } else { x * u }, "x {x}");
+                continue;
+            }
+            // Exactly the f16 table lookup of the f16-rounded input...
+            let x16 = half::f16::from_f32(x).to_f32();
+            let want = half::f16::from_f32(gelu_tanh(x16)).to_f32() * u;
+            assert_eq!(y.to_bits(), want.to_bits(), "x {x}");
+            // ...and close to the exact value: rounding x to f16 moves it by at
+            // most 2^-11 |x| (GELU's slope is at most 1.13), the result by 2^-11.
+            let exact = gelu_tanh(x) * u;
+            let tol = (6e-4 * x.abs() * u.abs() + 5e-4 * exact.abs()) * 1.01;
+            assert!((y - exact).abs() <= tol, "x {x}: {y} vs {exact}");
+        }
+        let mut edges = vec![-10.0f32, -25.0, 10.0, 40.0, -9.99];
+        gelu_mul_inplace(&mut edges, &[2.0; 5]);
+        assert_eq!(&edges[..4], &[0.0, 0.0, 20.0, 80.0]);
+        assert!(edges[4] <= 0.0 && edges[4] > -1e-3);
+    }
+
+    /// The GELU table is llama.cpp's entry for entry: with the entries of NaN
+    /// inputs set to 0 (their NaN payloads differ and are never used), the
+    /// sha256 of its 65536 little-endian f16 values equals that of
+    /// `ggml_table_gelu_f16` treated the same way, read with ctypes from
+    /// llama-cpp-python 0.3.36's `libggml-cpu.so` after `ggml_cpu_init()`.
+    #[test]
+    fn gelu_table_is_llama_cpps() {
+        use sha2::{Digest, Sha256};
+        let bytes: Vec<u8> = gelu_table()
+            .iter()
+            .enumerate()
+            .map(|(i, y)| match half::f16::from_bits(i as u16).is_nan() {
+                true => 0,
+                false => y.to_bits(),
+            })
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(
+            format!("{:x}", Sha256::digest(&bytes)),
+            "3112cc8b922b5011981fdea734007a01c19a4ff8d0952da39d15e0e3be641d34"
+        );
+    }
+
+    #[test]
+    fn softcap_bounds_and_keeps_small_values() {
+        let mut x = vec![0.5f32, -100.0, 100.0, 0.0];
+        softcap_inplace(&mut x, 30.0);
+        assert!((x[0] - 0.5).abs() < 1e-3);
+        assert!(x[1] > -30.0 && x[1] < -29.0 && x[2] < 30.0 && x[2] > 29.0);
+        assert_eq!(x[3], 0.0);
+    }
+
     #[test]
     fn rms_norm_unit_weight_gives_unit_rms() {
         let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
@@ -366,6 +614,30 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
+/// Which cached positions a query sees, and where the cache keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    /// A query at position `p` sees positions `p + 1 - window ..= p` (sliding-window
+    /// attention, as llama.cpp masks it); `None`: every position `0..=p`.
+    pub window: Option<usize>,
+    /// Rows the cache holds: position `p` is at row `p % n_rows`, so a
+    /// sliding-window layer can keep a ring of little more than its window.
+    pub n_rows: usize,
+}
+
+impl KvLayout {
+    /// Every past position, stored at its own row.
+    pub const FULL: KvLayout = KvLayout {
+        window: None,
+        n_rows: usize::MAX,
+    };
+
+    /// The first position a query sees when it sees `n_seen` positions in all.
+    fn first_seen(&self, n_seen: usize) -> usize {
+        self.window.map_or(0, |w| n_seen.saturating_sub(w))
+    }
+}
+
 /// Causal multi-head attention with grouped key/value heads.
 ///
 /// `q` and `out` are `[n_tokens][n_head * head_dim]`; `k` and `v` hold
@@ -375,6 +647,26 @@ pub struct AttnShape {
 pub fn attention(
     pool: &crate::ThreadPool,
     shape: AttnShape,
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    out: &mut [f32],
+) {
+    attention_in(pool, shape, KvLayout::FULL, q, k, v, out)
+}
+
+/// [`attention`] over a cache laid out as `layout` says: a sliding window of
+/// positions, kept in a ring of `layout.n_rows` rows.
+///
+/// The result has the bits llama.cpp computes with every position in its own
+/// cell and the ones outside the window masked: a query's scores start at the
+/// multiple of 32 at or below its first visible position, so every position
+/// keeps the lane it has in the full row, and the masked positions before it
+/// would only have added exact zeros.
+pub fn attention_in(
+    pool: &crate::ThreadPool,
+    shape: AttnShape,
+    layout: KvLayout,
     q: &[f32],
     k: &[half::f16],
     v: &[half::f16],
@@ -392,9 +684,14 @@ pub fn attention(
     let q_dim = n_head * hd;
     let kv_dim = n_head_kv * hd;
     let n_gqa = n_head / n_head_kv;
+    let n_rows = layout.n_rows.min(n_kv);
     debug_assert_eq!(q.len(), n_tokens * q_dim);
     debug_assert_eq!(out.len(), n_tokens * q_dim);
-    debug_assert!(k.len() >= n_kv * kv_dim && v.len() >= n_kv * kv_dim);
+    debug_assert!(k.len() >= n_rows * kv_dim && v.len() >= n_rows * kv_dim);
+    // A ring must still hold the oldest position the first query sees.
+    debug_assert!(n_rows >= n_kv - layout.first_seen(pos0 + 1));
+    // Cache row of position `p`.
+    let row_of = |p: usize| p % layout.n_rows;
 
     // One lock per (token, head) output slice: each is taken by exactly one
     // thread, so the locks never contend; they only prove disjointness.
@@ -402,21 +699,29 @@ pub fn attention(
         out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
+    // Scores of one query: from the multiple of 32 at or below its first
+    // visible position to its last position, rounded up to 32.
+    let span = |n_seen: usize| {
+        let lo = layout.first_seen(n_seen) / ROW_PAD * ROW_PAD;
+        (lo, n_seen.div_ceil(ROW_PAD) * ROW_PAD - lo)
+    };
+    let max_span = (pos0 + 1..=n_kv).map(|n| span(n).1).max().unwrap_or(0);
     #[cfg(target_arch = "x86_64")]
     if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
         pool.run(|tid| {
-            let n_pad = n_kv.div_ceil(ROW_PAD) * ROW_PAD;
-            let mut scores = vec![0.0f32; n_pad];
+            let mut scores = vec![0.0f32; max_span];
             let mut qh16 = vec![0.0f32; hd];
             let mut acc = vec![0.0f32; 32 * hd];
             let mut item = tid;
             while item < n_items {
                 let (t, h) = (item / n_head, item % n_head);
+                let n_seen = pos0 + t + 1;
                 let kv = AttnKv {
                     k,
                     v,
                     kv_dim,
                     off: (h / n_gqa) * hd,
+                    n_rows: layout.n_rows,
                 };
                 let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                 let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
@@ -426,10 +731,11 @@ pub fn attention(
                     x86_attn::attend(
                         qt,
                         &kv,
-                        pos0 + t + 1,
+                        layout.first_seen(n_seen),
+                        n_seen,
                         scale,
                         &mut qh16,
-                        &mut scores,
+                        &mut scores[..span(n_seen).1],
                         &mut acc,
                         &mut slot,
                     )
@@ -442,11 +748,10 @@ pub fn attention(
     pool.run(|tid| {
         // Rows are padded to whole 32-element steps; the padding holds exact
         // zeros (probability 0, value 0), so it adds nothing.
-        let n_pad = n_kv.div_ceil(ROW_PAD) * ROW_PAD;
-        let mut scores = vec![0.0f32; n_pad];
+        let mut scores = vec![0.0f32; max_span];
         let mut qh16 = vec![0.0f32; hd];
         let mut row = vec![0.0f32; hd];
-        let mut vcol = vec![0.0f32; n_pad];
+        let mut vcol = vec![0.0f32; max_span];
         let mut acc = vec![0.0f32; hd];
         let mut item = tid;
         while item < n_items {
@@ -463,26 +768,34 @@ pub fn attention(
                 *d = half::f16::from_f32(s).to_f32();
             }
             let n_seen = pos0 + t + 1;
-            for (p, s) in scores[..n_seen].iter_mut().enumerate() {
-                let kh = &k[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                for (r, x) in row.iter_mut().zip(kh) {
-                    *r = x.to_f32();
+            let first = layout.first_seen(n_seen);
+            let (lo, len) = span(n_seen);
+            let seen = |j: usize| (first..n_seen).contains(&(lo + j));
+            let scores = &mut scores[..len];
+            for (j, s) in scores.iter_mut().enumerate() {
+                if !seen(j) {
+                    *s = f32::NEG_INFINITY;
+                    continue;
+                }
+                let r = row_of(lo + j) * kv_dim + kvh * hd;
+                for (x, kx) in row.iter_mut().zip(&k[r..r + hd]) {
+                    *x = kx.to_f32();
                 }
                 *s = dot_lanes(&qh16, &row) * scale;
             }
-            scores[n_seen..]
-                .iter_mut()
-                .for_each(|s| *s = f32::NEG_INFINITY);
-            softmax_lanes(&mut scores);
+            softmax_lanes(scores);
             for s in scores.iter_mut() {
                 *s = half::f16::from_f32(*s).to_f32();
             }
             for (d, a) in acc.iter_mut().enumerate() {
-                for (p, c) in vcol[..n_seen].iter_mut().enumerate() {
-                    *c = v[p * kv_dim + kvh * hd + d].to_f32();
+                for (j, c) in vcol[..len].iter_mut().enumerate() {
+                    *c = if seen(j) {
+                        v[row_of(lo + j) * kv_dim + kvh * hd + d].to_f32()
+                    } else {
+                        0.0
+                    };
                 }
-                vcol[n_seen..].iter_mut().for_each(|c| *c = 0.0);
-                *a = dot_lanes(&vcol, &scores);
+                *a = dot_lanes(&vcol[..len], scores);
             }
             let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
             slot.copy_from_slice(&acc);
@@ -501,13 +814,14 @@ fn force_scalar_attention() -> bool {
 }
 
 /// One key/value head of the cache: position `p`'s vector starts at
-/// `p * kv_dim + off` in `k` and `v`.
+/// `(p % n_rows) * kv_dim + off` in `k` and `v`.
 #[cfg(target_arch = "x86_64")]
 struct AttnKv<'a> {
     k: &'a [half::f16],
     v: &'a [half::f16],
     kv_dim: usize,
     off: usize,
+    n_rows: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -569,14 +883,16 @@ mod x86_attn {
         }
     }
 
-    /// Writes into `out` the attention output of query row `q` over the first
-    /// `n_seen` positions of `kv`. `hd` (= `q.len()`) is a multiple of 32;
-    /// `scores` holds `n_seen` rounded up to 32; `acc` holds 32 · hd floats.
+    /// Writes into `out` the attention output of query row `q` over positions
+    /// `first..n_seen` of `kv`. `hd` (= `q.len()`) is a multiple of 32;
+    /// `scores` spans from `first` rounded down to 32 to `n_seen` rounded up
+    /// to 32; `acc` holds 32 · hd floats.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn attend(
         q: &[f32],
         kv: &AttnKv<'_>,
+        first: usize,
         n_seen: usize,
         scale: f32,
         qh16: &mut [f32],
@@ -585,34 +901,39 @@ mod x86_attn {
         out: &mut [f32],
     ) {
         let hd = q.len();
+        let lo = first / ROW_PAD * ROW_PAD;
+        debug_assert_eq!(lo + scores.len(), n_seen.div_ceil(ROW_PAD) * ROW_PAD);
         qh16.copy_from_slice(q);
         round_f16(qh16);
-        let row = |m: &[half::f16], p: usize| m[p * kv.kv_dim + kv.off..][..hd].as_ptr();
+        let row =
+            |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+        let seen = |j: usize| (first..n_seen).contains(&(lo + j));
         // Scores: q · k_p in dot_lanes' order, times the scale.
-        for (p, s) in scores[..n_seen].iter_mut().enumerate() {
-            *s = dot_f16(qh16, row(kv.k, p)) * scale;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = if seen(j) {
+                dot_f16(qh16, row(kv.k, lo + j)) * scale
+            } else {
+                f32::NEG_INFINITY
+            };
         }
-        scores[n_seen..]
-            .iter_mut()
-            .for_each(|s| *s = f32::NEG_INFINITY);
         softmax_lanes(scores);
         round_f16(scores);
         // Output column d is dot_lanes(v[.., d], scores): position p feeds lane
-        // p % 8 of accumulator (p % 32) / 8. Keep those 32 partial sums for
-        // every d (acc[(p % 32) * hd + d]) and walk the cache row by row.
+        // p % 8 of accumulator (p % 32) / 8 (and lo is a multiple of 32). Keep
+        // those 32 partial sums for every d (acc[(p % 32) * hd + d]) and walk
+        // the cache row by row.
         acc.iter_mut().for_each(|a| *a = 0.0);
-        let n_pad = scores.len();
-        for p in 0..n_pad {
-            let a = acc[(p % ROW_PAD) * hd..][..hd].as_mut_ptr();
-            let sp = _mm256_set1_ps(scores[p]);
-            if p < n_seen {
-                let vp = row(kv.v, p);
+        for (j, &sj) in scores.iter().enumerate() {
+            let a = acc[(j % ROW_PAD) * hd..][..hd].as_mut_ptr();
+            let sp = _mm256_set1_ps(sj);
+            if seen(j) {
+                let vp = row(kv.v, lo + j);
                 for d in (0..hd).step_by(8) {
                     let v = _mm256_fmadd_ps(f16x8(vp.add(d)), sp, _mm256_loadu_ps(a.add(d)));
                     _mm256_storeu_ps(a.add(d), v);
                 }
             } else {
-                // Padding: the scalar code multiplies a +0 value by a +0 score.
+                // Masked or padding: the scalar code multiplies a +0 value by a +0 score.
                 for d in (0..hd).step_by(8) {
                     let v = _mm256_add_ps(_mm256_loadu_ps(a.add(d)), _mm256_setzero_ps());
                     _mm256_storeu_ps(a.add(d), v);

@@ -210,6 +210,8 @@ pub fn convert_hf_dir(dir: &Path, out: &Path, ft: FileType) -> Result<Converted>
         rope_base: cfg.opt_f64("rope_theta")?.unwrap_or(10000.0) as f32,
         n_rot: head_dim,
         rope_scaling,
+        swa: None,
+        final_logit_softcap: None,
         moe: moe.clone(),
     };
 

@@ -24,6 +24,30 @@ pub enum RopeScaling {
     },
 }
 
+/// Sliding-window attention: some layers see only the last `window` positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a windowed layer's query sees, its own included.
+    pub window: usize,
+    /// Per layer: whether it attends to the window (true) or to every position.
+    pub layers: Vec<bool>,
+    /// RoPE base of the windowed layers (`rope.freq_base_swa`).
+    pub rope_base: f32,
+}
+
+/// RoPE base of windowed layers when the file gives none (llama.cpp's default).
+pub const DEFAULT_SWA_ROPE_BASE: f32 = 10000.0;
+
+/// llama.cpp's default layer pattern per architecture when the file has no
+/// `attention.sliding_window_pattern`: in each group of `n` layers all but the
+/// last use the window. Architectures without an entry ignore windows.
+fn default_swa_pattern(arch: &str) -> Option<usize> {
+    match arch {
+        "gemma3" => Some(6),
+        _ => None,
+    }
+}
+
 /// What the file says the network is. Runtime choices are not here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HParams {
@@ -44,6 +68,10 @@ pub struct HParams {
     /// Leading dimensions of each head that RoPE rotates.
     pub n_rot: usize,
     pub rope_scaling: RopeScaling,
+    /// Sliding-window attention, for architectures that have it.
+    pub swa: Option<SlidingWindow>,
+    /// Logits are soft-capped to ±this (`final_logit_softcapping`), when set.
+    pub final_logit_softcap: Option<f32>,
     /// The mixture-of-experts feed-forward, for files that have one.
     pub moe: Option<MoeHParams>,
 }
@@ -92,7 +120,6 @@ impl HParams {
     /// Writes these hyper-parameters under `{arch}.*` as llama.cpp names them
     /// (the vocabulary is written with the tokenizer, not here).
     pub fn write_gguf(&self, w: &mut mori_formats::GgufWriter) {
-        use mori_formats::Value;
         let k = |s: &str| format!("{}.{s}", self.arch);
         w.add("general.architecture", Value::String(self.arch.clone()));
         w.add(k("context_length"), Value::U32(self.n_ctx_train as u32));
@@ -115,6 +142,23 @@ impl HParams {
         );
         w.add(k("rope.freq_base"), Value::F32(self.rope_base));
         w.add(k("rope.dimension_count"), Value::U32(self.n_rot as u32));
+        if let Some(swa) = &self.swa {
+            w.add(k("attention.sliding_window"), Value::U32(swa.window as u32));
+            // Files of the usual pattern leave it out, as llama.cpp's converter does.
+            let pattern = default_swa_pattern(&self.arch).map(|n| swa_pattern(n, self.n_layer));
+            if pattern.as_ref() != Some(&swa.layers) {
+                w.add(
+                    k("attention.sliding_window_pattern"),
+                    Value::Array(Array::Bool(swa.layers.clone())),
+                );
+            }
+            if swa.rope_base != DEFAULT_SWA_ROPE_BASE {
+                w.add(k("rope.freq_base_swa"), Value::F32(swa.rope_base));
+            }
+        }
+        if let Some(cap) = self.final_logit_softcap {
+            w.add(k("final_logit_softcapping"), Value::F32(cap));
+        }
         match self.rope_scaling {
             RopeScaling::None => {}
             RopeScaling::Linear { factor } => {
@@ -220,6 +264,19 @@ impl HParams {
                 ));
             }
         }
+        let swa = sliding_window(f, arch, n_layer)?;
+        let final_logit_softcap = match f.get_f32(&key("final_logit_softcapping"))? {
+            None => None,
+            Some(0.0) => None,
+            Some(c) if c > 0.0 && c.is_finite() => Some(c),
+            Some(c) => {
+                return Err(bad(
+                    f,
+                    &key("final_logit_softcapping"),
+                    format!("{c} is not a positive number"),
+                ))
+            }
+        };
         let moe = moe_hparams(f, arch, n_layer, n_ff)?;
         Ok(HParams {
             arch: arch.to_string(),
@@ -236,6 +293,8 @@ impl HParams {
             rope_base,
             n_rot,
             rope_scaling,
+            swa,
+            final_logit_softcap,
             moe,
         })
     }
@@ -244,6 +303,55 @@ impl HParams {
     pub fn n_gqa(&self) -> usize {
         self.n_head / self.n_head_kv
     }
+}
+
+/// Windowed layers of `n_layer` when all but the last of every `n` use the window
+/// (`n == 0`: all of them), as llama.cpp's `set_swa_pattern` lays them out.
+pub fn swa_pattern(n: usize, n_layer: usize) -> Vec<bool> {
+    (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
+}
+
+/// The sliding window of an architecture that has one: none when the file
+/// gives no window (or 0), as in llama.cpp.
+fn sliding_window(f: &GgufFile, arch: &str, n_layer: usize) -> Result<Option<SlidingWindow>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let Some(default_pattern) = default_swa_pattern(arch) else {
+        return Ok(None);
+    };
+    let window = match opt_usize(f, &key("attention.sliding_window"))? {
+        None | Some(0) => return Ok(None),
+        Some(w) => w,
+    };
+    let pattern_key = key("attention.sliding_window_pattern");
+    let layers = match f.get(&pattern_key) {
+        None => swa_pattern(default_pattern, n_layer),
+        Some(Value::Array(Array::Bool(v))) if v.len() == n_layer => v.clone(),
+        Some(Value::Array(_)) => {
+            return Err(bad(
+                f,
+                &pattern_key,
+                format!("expected {n_layer} booleans, one per layer"),
+            ))
+        }
+        Some(_) => match f.get_u64(&pattern_key)? {
+            Some(n) => swa_pattern(n as usize, n_layer),
+            None => {
+                return Err(bad(
+                    f,
+                    &pattern_key,
+                    "expected a layer count or booleans".into(),
+                ))
+            }
+        },
+    };
+    let rope_base = f
+        .get_f32(&key("rope.freq_base_swa"))?
+        .unwrap_or(DEFAULT_SWA_ROPE_BASE);
+    Ok(Some(SlidingWindow {
+        window,
+        layers,
+        rope_base,
+    }))
 }
 
 /// The `{arch}.expert_*` keys, when `expert_count` says there are experts.

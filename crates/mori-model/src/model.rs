@@ -139,8 +139,7 @@ impl Model {
 
     /// A KV cache able to hold `n_ctx` positions.
     pub fn new_cache(&self, n_ctx: usize) -> KvCache {
-        let (n_layer, kv_dim) = self.net.kv_shape();
-        KvCache::new(n_layer, n_ctx, kv_dim)
+        self.net.new_cache(n_ctx)
     }
 
     /// Runs `tokens` after whatever `cache` already holds and returns their

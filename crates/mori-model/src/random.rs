@@ -17,7 +17,9 @@ use mori_kernels::GgmlType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::hparams::{Gating, HParams, MoeHParams, RopeScaling};
+use crate::hparams::{
+    swa_pattern, Gating, HParams, MoeHParams, RopeScaling, SlidingWindow, DEFAULT_SWA_ROPE_BASE,
+};
 use crate::{registry, Error, Result};
 
 /// How the weights of a random model are stored.
@@ -137,6 +139,9 @@ pub struct RandomSpec {
     pub rms_eps: f32,
     /// Reuse the token embedding as the output matrix.
     pub tied_output: bool,
+    /// Positions a sliding-window layer sees (Gemma 3: five layers in six);
+    /// 0 for none.
+    pub sliding_window: usize,
     pub file_type: FileType,
     pub seed: u64,
     /// The experts, for the mixture-of-experts architectures (and only them).
@@ -199,6 +204,7 @@ impl RandomSpec {
             rope_base: 10000.0,
             rms_eps: 1e-5,
             tied_output: false,
+            sliding_window: 0,
             file_type,
             seed: 42,
             moe: MoeSpec::default_for(arch),
@@ -244,6 +250,12 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
         )));
     }
     let arch = spec.arch.as_str();
+    let gemma = arch == "gemma3";
+    if spec.sliding_window > 0 && !gemma {
+        return Err(Error::Invalid(format!(
+            "a random '{arch}' model cannot have a sliding window (only gemma3)"
+        )));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut w = GgufWriter::new();
     w.add("general.architecture", Value::String(arch.into()));
@@ -270,6 +282,12 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
         rope_base: spec.rope_base,
         n_rot: spec.head_dim,
         rope_scaling: RopeScaling::None,
+        swa: (spec.sliding_window > 0).then(|| SlidingWindow {
+            window: spec.sliding_window,
+            layers: swa_pattern(6, spec.n_layer),
+            rope_base: DEFAULT_SWA_ROPE_BASE,
+        }),
+        final_logit_softcap: None,
         moe: moe.clone(),
     }
     .write_gguf(&mut w);
@@ -347,9 +365,20 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
         if arch == "pangu-embedded" {
             vector(&mut w, &mut rng, &n("attn_output.bias"), d, 0.0, 0.3)?;
         }
-        if arch == "qwen3" || arch == "qwen3moe" {
+        if arch == "qwen3" || arch == "qwen3moe" || gemma {
             vector(&mut w, &mut rng, &n("attn_q_norm.weight"), hd, 1.0, 0.1)?;
             vector(&mut w, &mut rng, &n("attn_k_norm.weight"), hd, 1.0, 0.1)?;
+        }
+        if gemma {
+            // Gemma's norms multiply by (1 + w); GGUF files store 1 + w.
+            vector(
+                &mut w,
+                &mut rng,
+                &n("post_attention_norm.weight"),
+                d,
+                1.0,
+                0.1,
+            )?;
         }
         vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 1.0, 0.1)?;
         if let Some(m) = moe.as_ref().filter(|m| m.is_moe_layer(i)) {
@@ -383,6 +412,9 @@ pub fn build(spec: &RandomSpec) -> Result<GgufWriter> {
             vd_ty,
             1.0 / (ff as f32).sqrt(),
         )?;
+        if gemma {
+            vector(&mut w, &mut rng, &n("post_ffw_norm.weight"), d, 1.0, 0.1)?;
+        }
     }
     vector(&mut w, &mut rng, "output_norm.weight", d, 1.0, 0.1)?;
     if !spec.tied_output {

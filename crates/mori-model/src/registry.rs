@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mori_formats::GgufFile;
 use mori_kernels::ops::RopeLayout;
 
-use crate::arch::{llama, Network};
+use crate::arch::{gemma3, llama, Network};
 use crate::hparams::{missing_key, Gating, HParams, MoeHParams};
 use crate::Result;
 
@@ -58,6 +58,11 @@ pub static ARCHITECTURES: &[ArchEntry] = &[
         name: "ernie4_5-moe",
         covers: "ERNIE-4.5-MoE (ERNIE-4.5-21B-A3B)",
         load: load_ernie4_5_moe,
+    },
+    ArchEntry {
+        name: "gemma3",
+        covers: "Gemma 3 (text)",
+        load: load_gemma3,
     },
 ];
 
@@ -176,4 +181,8 @@ fn load_ernie4_5_moe(f: Arc<GgufFile>, mut hp: HParams) -> Result<Box<dyn Networ
         o_bias: false,
     };
     Ok(Box::new(llama::Llama::load(f, hp, v)?))
+}
+
+fn load_gemma3(f: Arc<GgufFile>, hp: HParams) -> Result<Box<dyn Network>> {
+    Ok(Box::new(gemma3::Gemma3::load(f, hp)?))
 }

@@ -201,3 +201,56 @@ fn ernie_and_pangu_biases_are_optional_where_llama_cpp_makes_them_so() {
         Model::load(&path).unwrap_or_else(|e| panic!("{arch}: {e}"));
     }
 }
+
+/// A small Gemma 3 model with a sliding window, modified by `f`.
+fn gemma3_modified(f: impl FnOnce(&mut GgufWriter)) -> GgufWriter {
+    let mut spec = RandomSpec::tiny("gemma3", FileType::Uniform(GgmlType::Q8_0));
+    spec.sliding_window = 8;
+    let bytes = build(&spec).unwrap().to_bytes().unwrap();
+    let file = GgufFile::from_bytes(bytes, "gemma3.gguf").unwrap();
+    let mut w = GgufWriter::from_file(&file).unwrap();
+    f(&mut w);
+    w
+}
+
+#[test]
+fn gemma3_missing_tensors_and_bad_keys() {
+    for t in [
+        "blk.1.post_ffw_norm.weight",
+        "blk.0.post_attention_norm.weight",
+        "blk.1.attn_q_norm.weight",
+        "blk.0.attn_k_norm.weight",
+    ] {
+        let msg = load_err(&gemma3_modified(|w| assert!(w.remove_tensor(t))));
+        assert!(msg.contains(t), "{msg}");
+    }
+    let msg = load_err(&gemma3_modified(|w| {
+        assert!(w.remove("gemma3.embedding_length"))
+    }));
+    assert!(msg.contains("gemma3.embedding_length"), "{msg}");
+    let msg = load_err(&gemma3_modified(|w| {
+        w.add(
+            "gemma3.attention.sliding_window_pattern",
+            Value::Array(mori_formats::Array::Bool(vec![true; 5])),
+        )
+    }));
+    assert!(msg.contains("sliding_window_pattern"), "{msg}");
+    let msg = load_err(&gemma3_modified(|w| {
+        w.add(
+            "gemma3.attention.sliding_window",
+            Value::String("wide".into()),
+        )
+    }));
+    assert!(msg.contains("gemma3.attention.sliding_window"), "{msg}");
+    let msg = load_err(&gemma3_modified(|w| {
+        w.add("gemma3.final_logit_softcapping", Value::F32(-3.0))
+    }));
+    assert!(msg.contains("final_logit_softcapping"), "{msg}");
+    // The head width is read from the file; a wrong one contradicts the tensors.
+    let msg = load_err(&gemma3_modified(|w| {
+        w.add("gemma3.attention.key_length", Value::U32(32));
+        w.add("gemma3.attention.value_length", Value::U32(32));
+        w.add("gemma3.rope.dimension_count", Value::U32(32));
+    }));
+    assert!(msg.contains("attn_q.weight"), "{msg}");
+}

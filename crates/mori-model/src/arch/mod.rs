@@ -1,6 +1,7 @@
 //! One module per architecture family, and the weight handles they share.
 
 pub mod ffn;
+pub mod gemma3;
 pub mod llama;
 pub mod moe;
 
@@ -35,6 +36,13 @@ pub trait Network: Send + Sync {
 
     /// Layers and floats per position that the KV cache must hold.
     fn kv_shape(&self) -> (usize, usize);
+
+    /// A KV cache for `n_ctx` positions. Every layer keeps every position unless
+    /// the architecture says otherwise (sliding-window layers keep less).
+    fn new_cache(&self, n_ctx: usize) -> KvCache {
+        let (n_layer, kv_dim) = self.kv_shape();
+        KvCache::new(n_layer, n_ctx, kv_dim)
+    }
 
     /// The record of routing decisions, for networks with experts.
     fn routing_trace(&self) -> Option<&moe::RoutingTrace> {

@@ -20,6 +20,7 @@ pub fn spec_from(arch: &str, ty: &str, s: &Value) -> RandomSpec {
         rope_base: s["rope_base"].as_f64().unwrap() as f32,
         rms_eps: 1e-5,
         tied_output: s["tied"].as_bool().unwrap(),
+        sliding_window: s["sliding_window"].as_u64().unwrap_or(0) as usize,
         file_type: FileType::parse(ty).unwrap(),
         seed: s["seed"].as_u64().unwrap(),
         moe: moe_from(s),
