@@ -87,13 +87,6 @@ pub fn all_server_models() -> Result<Vec<mori_server::models::ModelSpec>> {
     let store = Store::from_env()?;
     let mut out = Vec::new();
     for e in store.list()? {
-        if e.format != ModelFormat::Gguf {
-            eprintln!(
-                "note: not serving {} (safetensors; convert it to GGUF first)",
-                e.name
-            );
-            continue;
-        }
         out.push(server_model(&store, &e.name.to_string())?);
     }
     Ok(out)

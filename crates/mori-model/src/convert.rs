@@ -92,6 +92,21 @@ fn arch_for(model_type: &str) -> Option<ArchSpec> {
 /// The `model_type`s [`convert_hf_dir`] takes.
 const SUPPORTED: &str = "llama, mistral, qwen2, qwen3, qwen3_moe, ernie4_5, PanguEmbedded";
 
+/// The GGUF architecture the Hugging Face model in `dir` converts to.
+pub fn gguf_architecture(dir: &Path) -> Result<String> {
+    let cfg = HfConfig::open(dir.join("config.json"))?;
+    let model_type = cfg
+        .opt_str("model_type")
+        .ok_or_else(|| cfg.error("model_type", "missing"))?;
+    let a = arch_for(model_type).ok_or_else(|| {
+        cfg.error(
+            "model_type",
+            format!("'{model_type}' cannot be converted yet (supported: {SUPPORTED})"),
+        )
+    })?;
+    Ok(a.gguf.to_string())
+}
+
 /// The type the checkpoint in `dir` stores its matrices in (its first matrix's),
 /// so a conversion to it loses nothing.
 pub fn checkpoint_file_type(dir: &Path) -> Result<FileType> {

@@ -29,7 +29,50 @@ impl ModelInfo {
     /// building the network (listing many models stays cheap).
     pub fn read(path: impl AsRef<Path>) -> Result<ModelInfo> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return ModelInfo::of_hf_dir(path);
+        }
         ModelInfo::of(&GgufFile::open(path)?, path)
+    }
+
+    /// A Hugging Face directory's info from `config.json` and the safetensors
+    /// headers: the GGUF architecture it converts to, its parameters and types.
+    fn of_hf_dir(dir: &Path) -> Result<ModelInfo> {
+        use mori_formats::safetensors::{Checkpoint, StDtype};
+        let arch = convert::gguf_architecture(dir)?;
+        let ckpt = Checkpoint::open_dir(dir)?;
+        let (mut n_params, mut types) = (0u64, Vec::<(GgmlType, usize)>::new());
+        for name in ckpt.names() {
+            let t = ckpt.get(name)?;
+            n_params += t.n_elements() as u64;
+            let ty = match t.dtype {
+                StDtype::F32 => GgmlType::F32,
+                StDtype::F16 => GgmlType::F16,
+                StDtype::BF16 => GgmlType::BF16,
+            };
+            match types.iter_mut().find(|(t, _)| *t == ty) {
+                Some((_, c)) => *c += 1,
+                None => types.push((ty, 1)),
+            }
+        }
+        types.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let file_size = std::fs::read_dir(dir)
+            .map_err(|source| Error::Io {
+                path: dir.display().to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        Ok(ModelInfo {
+            path: dir.display().to_string(),
+            arch,
+            name: dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            n_params,
+            file_size,
+            tensor_types: types,
+        })
     }
 
     fn of(file: &GgufFile, path: &Path) -> Result<ModelInfo> {
