@@ -12,7 +12,7 @@ use mori_formats::GgufFile;
 use mori_kernels::ops::{self, AttnShape, KvLayout, Rope, RopeLayout};
 use mori_kernels::ThreadPool;
 
-use super::{load_vector, Linear, Logits, Network, SharedActs};
+use super::{forward_in_batches, load_vector, Linear, Logits, Network, SharedActs};
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
@@ -284,22 +284,9 @@ impl Network for Gemma3 {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(Error::Invalid(
-                "a forward pass needs at least one token".into(),
-            ));
-        }
-        let mut out = Vec::new();
-        let n_chunks = tokens.len().div_ceil(MAX_BATCH);
-        for (i, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
-            let want = if i + 1 == n_chunks || logits == Logits::All {
-                Some(logits)
-            } else {
-                None
-            };
-            out.extend(self.forward_batch(pool, cache, chunk, want)?);
-        }
-        Ok(out)
+        forward_in_batches(tokens, logits, MAX_BATCH, |chunk, want| {
+            self.forward_batch(pool, cache, chunk, want)
+        })
     }
 
     fn kv_shape(&self) -> (usize, usize) {

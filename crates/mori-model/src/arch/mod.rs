@@ -50,6 +50,29 @@ pub trait Network: Send + Sync {
     }
 }
 
+/// Runs `tokens` through `batch` in chunks of at most `max_batch` (bounding the
+/// scratch memory of long prompts); only the last chunk computes logits unless
+/// every position's are wanted.
+pub fn forward_in_batches(
+    tokens: &[u32],
+    logits: Logits,
+    max_batch: usize,
+    mut batch: impl FnMut(&[u32], Option<Logits>) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    if tokens.is_empty() {
+        return Err(Error::Invalid(
+            "a forward pass needs at least one token".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    let n_chunks = tokens.len().div_ceil(max_batch);
+    for (i, chunk) in tokens.chunks(max_batch).enumerate() {
+        let want = (i + 1 == n_chunks || logits == Logits::All).then_some(logits);
+        out.extend(batch(chunk, want)?);
+    }
+    Ok(out)
+}
+
 /// A 2-D weight read in place from the file: `n_rows` rows of `n_cols` elements.
 #[derive(Debug, Clone)]
 pub struct Linear {
