@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mori_kernels::{
-    kquants, matmul, quantize_row, quants, simd, vec_dot_type, ActBuf, GgmlType, ThreadPool,
-    WeightView,
+    kquants, matmul, matmul_at, quantize_row, quants, simd, vec_dot_type, ActBuf, GgmlType,
+    ThreadPool, WeightView,
 };
 use std::hint::black_box;
 
@@ -149,5 +149,31 @@ fn matvec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dot_products, matvec);
+/// A 2048 x 2048 matrix times 128 tokens on every core, as prompt processing
+/// does, in every kernel tier this CPU has (the tiers give the same bits).
+fn matmat(c: &mut Criterion) {
+    let (rows, cols, tokens) = (2048, 2048, 128);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = ThreadPool::new(threads);
+    let w = data(rows * cols, 5);
+    let x = data(tokens * cols, 6);
+    let mut g = c.benchmark_group(format!("matmat_2048x2048x{tokens}_{threads}threads"));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((rows * cols * tokens) as u64));
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::F16] {
+        let wq: Vec<u8> = w.chunks(cols).flat_map(|r| quant(ty, r)).collect();
+        let view = WeightView::new(ty, &wq, rows, cols).unwrap();
+        let mut acts = ActBuf::new();
+        acts.prepare(ty, &x, tokens, cols).unwrap();
+        let mut y = vec![0.0f32; rows * tokens];
+        for isa in simd::Isa::available().into_iter().skip(1) {
+            g.bench_function(BenchmarkId::new(isa.name(), ty), |b| {
+                b.iter(|| matmul_at(isa, &pool, &view, &acts, &mut y).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, dot_products, matvec, matmat);
 criterion_main!(benches);

@@ -41,7 +41,8 @@ pub mod simd;
 pub mod types;
 
 pub use matmul::{
-    dequantize_row, matmul, quantize_row, vec_dot, vec_dot_type, ActBuf, ActRow, WeightView,
+    dequantize_row, matmul, matmul_at, quantize_row, vec_dot, vec_dot_at, vec_dot_type, ActBuf,
+    ActRow, WeightView,
 };
 pub use pool::ThreadPool;
 pub use types::GgmlType;

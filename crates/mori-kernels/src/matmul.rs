@@ -97,19 +97,25 @@ pub fn vec_dot_type(w: GgmlType) -> GgmlType {
 
 /// Dot product of one weight row (`n` elements of `ty`) with one activation
 /// row already in `vec_dot_type(ty)`.
+#[inline]
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], x: ActRow<'_>) -> f32 {
+    vec_dot_at(simd::level(), ty, n, w, x)
+}
+
+/// [`vec_dot`] in a chosen kernel tier (one of [`simd::Isa::available`]).
+pub fn vec_dot_at(isa: simd::Isa, ty: GgmlType, n: usize, w: &[u8], x: ActRow<'_>) -> f32 {
     match (ty, x) {
-        (GgmlType::F32, ActRow::F32(x)) => simd::dot_f32(w, &x[..n]),
-        (GgmlType::F16, ActRow::F32(x)) => simd::dot_f16(w, &x[..n]),
-        (GgmlType::BF16, ActRow::F32(x)) => simd::dot_bf16(w, &x[..n]),
-        (GgmlType::Q4_0, ActRow::Q(x)) => simd::dot_q4_0_q8_0(w, x),
-        (GgmlType::Q4_1, ActRow::Q(x)) => simd::dot_q4_1_q8_1(w, x),
-        (GgmlType::Q5_0, ActRow::Q(x)) => simd::dot_q5_0_q8_0(w, x),
-        (GgmlType::Q5_1, ActRow::Q(x)) => simd::dot_q5_1_q8_1(w, x),
-        (GgmlType::Q8_0, ActRow::Q(x)) => simd::dot_q8_0_q8_0(w, x),
-        (GgmlType::Q4K, ActRow::Q(x)) => simd::dot_q4_k_q8_k(n, w, x),
-        (GgmlType::Q5K, ActRow::Q(x)) => simd::dot_q5_k_q8_k(n, w, x),
-        (GgmlType::Q6K, ActRow::Q(x)) => simd::dot_q6_k_q8_k(n, w, x),
+        (GgmlType::F32, ActRow::F32(x)) => simd::dot_f32_at(isa, w, &x[..n]),
+        (GgmlType::F16, ActRow::F32(x)) => simd::dot_f16_at(isa, w, &x[..n]),
+        (GgmlType::BF16, ActRow::F32(x)) => simd::dot_bf16_at(isa, w, &x[..n]),
+        (GgmlType::Q4_0, ActRow::Q(x)) => simd::dot_q4_0_q8_0_at(isa, w, x),
+        (GgmlType::Q4_1, ActRow::Q(x)) => simd::dot_q4_1_q8_1_at(isa, w, x),
+        (GgmlType::Q5_0, ActRow::Q(x)) => simd::dot_q5_0_q8_0_at(isa, w, x),
+        (GgmlType::Q5_1, ActRow::Q(x)) => simd::dot_q5_1_q8_1_at(isa, w, x),
+        (GgmlType::Q8_0, ActRow::Q(x)) => simd::dot_q8_0_q8_0_at(isa, w, x),
+        (GgmlType::Q4K, ActRow::Q(x)) => simd::dot_q4_k_q8_k_at(isa, n, w, x),
+        (GgmlType::Q5K, ActRow::Q(x)) => simd::dot_q5_k_q8_k_at(isa, n, w, x),
+        (GgmlType::Q6K, ActRow::Q(x)) => simd::dot_q6_k_q8_k_at(isa, n, w, x),
         _ => {
             panic!("vec_dot: {ty} weights with mismatched activations (callers check vec_dot_type)")
         }
@@ -232,19 +238,20 @@ unsafe impl Sync for OutPtr {}
 /// that the bookkeeping is negligible.
 const ROW_CHUNK: usize = 16;
 
-type Dot4 = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
-
-/// The four-token kernel of a weight type, where there is one.
-fn dot4_for(ty: GgmlType) -> Option<Dot4> {
-    match ty {
-        GgmlType::Q4_0 => Some(simd::dot4_q4_0_q8_0),
-        GgmlType::Q8_0 => Some(simd::dot4_q8_0_q8_0),
-        _ => None,
-    }
-}
-
 /// `y[t * w.n_rows + r] = w[r] · x[t]` for every token row `t` of `acts`.
 pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -> Result<()> {
+    matmul_at(simd::level(), pool, w, acts, y)
+}
+
+/// [`matmul`] in a chosen kernel tier (one of [`simd::Isa::available`]);
+/// every tier gives the same bits.
+pub fn matmul_at(
+    isa: simd::Isa,
+    pool: &ThreadPool,
+    w: &WeightView,
+    acts: &ActBuf,
+    y: &mut [f32],
+) -> Result<()> {
     let Some(act_ty) = acts.ty else {
         return Err(Error::Unsupported(
             "matmul with activations that were never prepared".into(),
@@ -260,7 +267,7 @@ pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -
     check_len("activation columns", w.n_cols, acts.n_cols)?;
     check_len("matmul output", acts.n_tokens * w.n_rows, y.len())?;
     let row_bytes = w.ty.row_size(w.n_cols)?;
-    let (n_rows, n_tokens, n_cols) = (w.n_rows, acts.n_tokens, w.n_cols);
+    let n_rows = w.n_rows;
     let out = OutPtr(y.as_mut_ptr());
     let n_chunks = n_rows.div_ceil(ROW_CHUNK);
     let n_threads = pool.n_threads();
@@ -271,68 +278,117 @@ pub fn matmul(pool: &ThreadPool, w: &WeightView, acts: &ActBuf, y: &mut [f32]) -
         // Contiguous chunk ranges per thread keep each thread's weights streaming.
         let per = n_chunks.div_ceil(n_threads);
         let (c0, c1) = (tid * per, ((tid + 1) * per).min(n_chunks));
-        // Tokens below `t_single` go through the four-token kernel; the rest
-        // through the four-row one.
-        let t_single = if dot4_for(w.ty).is_some() {
-            n_tokens / 4 * 4
-        } else {
-            0
+        let (r0, r1) = ((c0 * ROW_CHUNK).min(n_rows), (c1 * ROW_CHUNK).min(n_rows));
+        let job = Rows {
+            isa,
+            w,
+            acts,
+            row_bytes,
+            out,
         };
-        for c in c0..c1 {
-            if let Some(dot4) = dot4_for(w.ty) {
-                for r in c * ROW_CHUNK..((c + 1) * ROW_CHUNK).min(n_rows) {
-                    let wr = w.row(r, row_bytes);
-                    // Four tokens at a time: each weight block is unpacked once
-                    // for the four, with the same bits as four single products.
-                    for t in (0..t_single).step_by(4) {
-                        let xs = [0, 1, 2, 3].map(|k| match acts.row(t + k) {
-                            ActRow::Q(x) => x,
-                            ActRow::F32(_) => {
-                                unreachable!("quantized weights take quantized activations")
-                            }
-                        });
-                        for (k, v) in dot4(wr, xs).into_iter().enumerate() {
-                            // SAFETY: as below.
-                            unsafe { *out.0.add((t + k) * n_rows + r) = v };
-                        }
+        // The tile's shape: 4 × 4 accumulators need AVX-512's 32 registers;
+        // AVX2's 16 hold 2 × 4.
+        let t_tiled = match isa {
+            simd::Isa::Avx512 => job.tiled::<4, 4>(r0, r1),
+            _ => job.tiled::<2, 4>(r0, r1),
+        };
+        job.rest(r0, r1, t_tiled);
+    });
+    Ok(())
+}
+
+/// One thread's share of a matrix product: rows `r0..r1` of `w` against
+/// every token of `acts`.
+struct Rows<'a, 'w> {
+    isa: simd::Isa,
+    w: &'a WeightView<'w>,
+    acts: &'a ActBuf,
+    row_bytes: usize,
+    out: OutPtr,
+}
+
+impl Rows<'_, '_> {
+    fn q_row(&self, t: usize) -> &[u8] {
+        match self.acts.row(t) {
+            ActRow::Q(x) => x,
+            ActRow::F32(_) => unreachable!("quantized weights take quantized activations"),
+        }
+    }
+
+    fn store(&self, r: usize, t: usize, v: f32) {
+        // SAFETY: `t * n_rows + r` < y.len() (`matmul_at` checked the length),
+        // and row `r` belongs to this thread alone.
+        unsafe { *self.out.0.add(t * self.w.n_rows + r) = v };
+    }
+
+    /// Prompt processing: tiles of `R` rows × `T` tokens over the first
+    /// `n_tokens / T * T` tokens (the last rows that do not fill a tile go one
+    /// at a time); returns how many tokens it did. Each row's weights stay in
+    /// the L1 cache while the tokens stream past, and each activation block is
+    /// read once for `R` rows.
+    fn tiled<const R: usize, const T: usize>(&self, r0: usize, r1: usize) -> usize {
+        let n_tokens = self.acts.n_tokens;
+        if !simd::has_tile(self.isa, self.w.ty) || n_tokens < T {
+            return 0;
+        }
+        let (ty, n) = (self.w.ty, self.w.n_cols);
+        let t_full = n_tokens / T * T;
+        let r_full = r0 + (r1 - r0) / R * R;
+        for r in (r0..r_full).step_by(R) {
+            let ws: [&[u8]; R] = std::array::from_fn(|k| self.w.row(r + k, self.row_bytes));
+            for t in (0..t_full).step_by(T) {
+                let xs: [&[u8]; T] = std::array::from_fn(|k| self.q_row(t + k));
+                let v = simd::tile::<R, T>(self.isa, ty, n, ws, xs);
+                for (k, row) in v.iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        self.store(r + k, t + j, v);
                     }
                 }
             }
         }
-        // The tokens left over (all of them when generating), four rows at a
-        // time where a four-row kernel exists. The four rows come from the four
-        // quarters of this thread's rows, so the weights are read as four long
-        // sequential streams that the hardware prefetcher follows; four
-        // neighbouring rows would make four short streams it loses track of.
-        let (r0, r1) = ((c0 * ROW_CHUNK).min(n_rows), (c1 * ROW_CHUNK).min(n_rows));
-        let quarter = (r1 - r0) / 4;
+        for r in r_full..r1 {
+            let ws = [self.w.row(r, self.row_bytes)];
+            for t in (0..t_full).step_by(T) {
+                let xs: [&[u8]; T] = std::array::from_fn(|k| self.q_row(t + k));
+                let v = simd::tile::<1, T>(self.isa, ty, n, ws, xs);
+                for (j, &v) in v[0].iter().enumerate() {
+                    self.store(r, t + j, v);
+                }
+            }
+        }
+        t_full
+    }
+
+    /// Tokens `t0..` (all of them when generating): four rows at a time where
+    /// a tile kernel exists, then one at a time. The four rows come from the
+    /// four quarters of this thread's rows, so the weights are read as four
+    /// long sequential streams that the hardware prefetcher follows; four
+    /// neighbouring rows would make four short streams it loses track of.
+    fn rest(&self, r0: usize, r1: usize, t0: usize) {
+        let (ty, n, n_tokens) = (self.w.ty, self.w.n_cols, self.acts.n_tokens);
+        if t0 >= n_tokens {
+            return;
+        }
         let mut done = r0;
-        if t_single < n_tokens && simd::has_dot_rows4(w.ty) {
+        if simd::has_tile(self.isa, ty) {
+            let quarter = (r1 - r0) / 4;
             for i in 0..quarter {
                 let rows = [0, 1, 2, 3].map(|k| r0 + k * quarter + i);
-                let ws = rows.map(|r| w.row(r, row_bytes));
-                for t in t_single..n_tokens {
-                    let ActRow::Q(xq) = acts.row(t) else {
-                        unreachable!("quantized weights take quantized activations")
-                    };
-                    let v = simd::dot_rows4(w.ty, n_cols, ws, xq);
+                let ws = rows.map(|r| self.w.row(r, self.row_bytes));
+                for t in t0..n_tokens {
+                    let v = simd::tile::<4, 1>(self.isa, ty, n, ws, [self.q_row(t)]);
                     for (r, v) in rows.into_iter().zip(v) {
-                        // SAFETY: as below.
-                        unsafe { *out.0.add(t * n_rows + r) = v };
+                        self.store(r, t, v[0]);
                     }
                 }
             }
             done = r0 + 4 * quarter;
         }
         for r in done..r1 {
-            let wr = w.row(r, row_bytes);
-            for t in t_single..n_tokens {
-                let v = vec_dot(w.ty, n_cols, wr, acts.row(t));
-                // SAFETY: `t * n_rows + r` < y.len() (checked above), and row `r`
-                // belongs to this thread alone.
-                unsafe { *out.0.add(t * n_rows + r) = v };
+            let wr = self.w.row(r, self.row_bytes);
+            for t in t0..n_tokens {
+                self.store(r, t, vec_dot_at(self.isa, ty, n, wr, self.acts.row(t)));
             }
         }
-    });
-    Ok(())
+    }
 }
