@@ -25,6 +25,13 @@ macro_rules! lanes_u8_i8 {
     (avx512, $u:expr, $s:expr) => {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), $u, $s)
     };
+    // `init` plus the lanes: VNNI adds into its accumulator for free.
+    (avx2, $init:expr, $u:expr, $s:expr) => {
+        _mm256_add_epi32($init, lanes_u8_i8!(avx2, $u, $s))
+    };
+    (avx512, $init:expr, $u:expr, $s:expr) => {
+        _mm256_dpbusd_epi32($init, $u, $s)
+    };
 }
 
 macro_rules! isa_kernels {
@@ -46,9 +53,11 @@ macro_rules! isa_kernels {
             #[target_feature(enable = $f)]
             #[inline]
             unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
-                let p = b[off..off + 2].as_ptr();
+                debug_assert!(off + 2 <= b.len());
+                let p = b.as_ptr().add(off);
                 let v: __m128;
-                // SAFETY: reads the two bytes at `p`, which the slice index checked.
+                // SAFETY: reads the two bytes at `p`, within the block (callers
+                // pass offsets inside their block's layout).
                 std::arch::asm!(
                     "vpbroadcastw {v}, word ptr [{p}]",
                     "vcvtph2ps {v}, {v}",
@@ -90,6 +99,14 @@ macro_rules! isa_kernels {
             #[inline]
             unsafe fn lanes_u8_i8(u: __m256i, s: __m256i) -> __m256i {
                 lanes_u8_i8!($isa, u, s)
+            }
+
+            /// `init` + [`lanes_u8_i8`]`(u, s)` (exact integers, so the same
+            /// lanes whichever way they are added).
+            #[target_feature(enable = $f)]
+            #[inline]
+            unsafe fn lanes_u8_i8_plus(init: __m256i, u: __m256i, s: __m256i) -> __m256i {
+                lanes_u8_i8!($isa, init, u, s)
             }
 
             /// 8 i32 lanes of signed × signed byte products. Neither side may
@@ -171,10 +188,24 @@ macro_rules! isa_kernels {
             #[target_feature(enable = $f)]
             #[inline]
             unsafe fn fma_acc(acc: Acc, d: f32, lanes: __m256i) -> Acc {
+                fma_accv(acc, _mm256_set1_ps(d), lanes)
+            }
+
+            /// `acc += d * lanes` in f32, `d` already in every lane.
+            #[target_feature(enable = $f)]
+            #[inline]
+            unsafe fn fma_accv(acc: Acc, d: __m256, lanes: __m256i) -> Acc {
                 Acc {
-                    v: _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc.v),
+                    v: _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc.v),
                     m: acc.m,
                 }
+            }
+
+            /// An f16 scale widened and broadcast to every lane.
+            #[target_feature(enable = $f)]
+            #[inline]
+            unsafe fn f16_all(b: &[u8], off: usize) -> __m256 {
+                _mm256_set1_ps(f16_at(b, off))
             }
 
             /// Adds `v` to the scalar kept in lane 0 of `acc.m`.
@@ -235,22 +266,22 @@ macro_rules! isa_kernels {
             impl Blocks for Q8_0 {
                 const W: usize = 34;
                 const X: usize = 34;
-                type Wu = (f32, __m256i);
-                type Xs = (f32, __m256i);
+                type Wu = (__m256, __m256i);
+                type Xs = (__m256, __m256i);
                 #[target_feature(enable = $f)]
                 #[inline]
                 unsafe fn unpack(wb: &[u8]) -> Self::Wu {
-                    (f16_at(wb, 0), load32(wb, 2))
+                    (f16_all(wb, 0), load32(wb, 2))
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Self::Xs {
-                    (f16_at(xb, 0), load32(xb, 2))
+                    (f16_all(xb, 0), load32(xb, 2))
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
                 unsafe fn step(acc: Acc, (dw, q): Self::Wu, (dx, x): Self::Xs) -> Acc {
-                    fma_acc(acc, dw * dx, lanes_i8_i8(q, x))
+                    fma_accv(acc, _mm256_mul_ps(dw, dx), lanes_i8_i8(q, x))
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
@@ -263,28 +294,29 @@ macro_rules! isa_kernels {
             impl Blocks for Q4_0 {
                 const W: usize = 18;
                 const X: usize = 34;
-                /// The scale and the 32 levels 0..16 (unsigned).
-                type Wu = (f32, __m256i);
-                /// The scale, the 32 values, and 8·(their sum) in the eight lanes.
-                type Xs = (f32, __m256i, __m256i);
+                /// The scale (in every lane) and the 32 levels 0..16 (unsigned).
+                type Wu = (__m256, __m256i);
+                /// The scale, the 32 values, and -8·(their sum) in the eight lanes.
+                type Xs = (__m256, __m256i, __m256i);
                 #[target_feature(enable = $f)]
                 #[inline]
                 unsafe fn unpack(wb: &[u8]) -> Self::Wu {
-                    (f16_at(wb, 0), nibbles(wb, 2))
+                    (f16_all(wb, 0), nibbles(wb, 2))
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Self::Xs {
                     let x = load32(xb, 2);
-                    (f16_at(xb, 0), x, lanes_u8_i8(_mm256_set1_epi8(8), x))
+                    let eights = lanes_u8_i8(_mm256_set1_epi8(8), x);
+                    (f16_all(xb, 0), x, _mm256_sub_epi32(_mm256_setzero_si256(), eights))
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn step(acc: Acc, (dw, q): Self::Wu, (dx, x, eights): Self::Xs) -> Acc {
+                unsafe fn step(acc: Acc, (dw, q): Self::Wu, (dx, x, minus8): Self::Xs) -> Acc {
                     // Σ(q - 8)·x = Σ q·x - 8·Σx: the same integers per lane as
-                    // signed levels would give, with 8·Σx shared by every row.
-                    let lanes = _mm256_sub_epi32(lanes_u8_i8(q, x), eights);
-                    fma_acc(acc, dw * dx, lanes)
+                    // signed levels would give, with -8·Σx shared by every row.
+                    let lanes = lanes_u8_i8_plus(minus8, q, x);
+                    fma_accv(acc, _mm256_mul_ps(dw, dx), lanes)
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
