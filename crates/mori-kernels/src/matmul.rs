@@ -287,8 +287,11 @@ pub fn matmul_at(
             out,
         };
         // The tile's shape: 4 × 4 accumulators need AVX-512's 32 registers;
-        // AVX2's 16 hold 2 × 4.
+        // AVX2's 16 hold 2 × 4. A K-type block unpacks into eight or more
+        // registers of its own, so one row at a time for those.
+        let k_type = matches!(w.ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K);
         let t_tiled = match isa {
+            _ if k_type => job.tiled::<1, 4>(r0, r1),
             simd::Isa::Avx512 => job.tiled::<4, 4>(r0, r1),
             _ => job.tiled::<2, 4>(r0, r1),
         };
@@ -370,7 +373,7 @@ impl Rows<'_, '_> {
             return;
         }
         let mut done = r0;
-        if simd::has_tile(self.isa, ty) {
+        if simd::four_rows_help(self.isa, ty) {
             let quarter = (r1 - r0) / 4;
             for i in 0..quarter {
                 let rows = [0, 1, 2, 3].map(|k| r0 + k * quarter + i);

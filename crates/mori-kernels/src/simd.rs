@@ -200,15 +200,25 @@ dispatch!(
 );
 
 /// True where [`tile`] has a kernel for weights of type `ty` in tier `isa`:
-/// the 32-element block types on x86 with AVX2 or better.
+/// the quantized types on x86 with AVX2 or better.
 pub fn has_tile(isa: Isa, ty: crate::GgmlType) -> bool {
     use crate::GgmlType as T;
-    // The K types do 256 elements of integer work per multiply-add, so their
-    // single chain is not what limits them, and four rows at once measured
-    // slower than one (Q4_K_M generation 12.4 -> 11.1 tokens/s).
     isa.min(detect_cached()) >= Isa::Avx2
         && cfg!(target_arch = "x86_64")
-        && matches!(ty, T::Q8_0 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1)
+        && matches!(
+            ty,
+            T::Q8_0 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q4K | T::Q5K | T::Q6K
+        )
+}
+
+/// True where generation should take four rows at a time through [`tile`]:
+/// the 32-element block types. The K types do 256 elements of integer work
+/// per multiply-add, so their single chain is not what limits them, and four
+/// rows at once measured slower than one (Q4_K_M generation 12.4 -> 11.1
+/// tokens/s).
+pub fn four_rows_help(isa: Isa, ty: crate::GgmlType) -> bool {
+    use crate::GgmlType as T;
+    has_tile(isa, ty) && matches!(ty, T::Q8_0 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1)
 }
 
 /// `R` weight rows of quantized type `ty` (`n` elements each) against `T`
@@ -238,12 +248,27 @@ pub fn tile<const R: usize, const T: usize>(
                         G::Q4_1 => return x86::$m::tile_q4_1_q8_1(w, x),
                         G::Q5_0 => return x86::$m::tile_q5_0_q8_0(w, x),
                         G::Q5_1 => return x86::$m::tile_q5_1_q8_1(w, x),
+                        G::Q4K => return x86::$m::tile_q4_k_q8_k(n, w, x),
+                        G::Q5K => return x86::$m::tile_q5_k_q8_k(n, w, x),
+                        G::Q6K => return x86::$m::tile_q6_k_q8_k(n, w, x),
                         _ => {}
                     }
                 }
             };
         }
         if isa.min(detect_cached()) == Isa::Avx512 {
+            if R == 4 && T == 4 && matches!(ty, G::Q4_0 | G::Q8_0) {
+                let w4: [&[u8]; 4] = std::array::from_fn(|k| w[k]);
+                let x4: [&[u8]; 4] = std::array::from_fn(|k| x[k]);
+                // SAFETY: the CPU has the AVX-512 tier's features (checked above).
+                let v = unsafe {
+                    match ty {
+                        G::Q4_0 => x86::zmm::tile4x4::<x86::zmm::Q4_0>(w4, x4),
+                        _ => x86::zmm::tile4x4::<x86::zmm::Q8_0>(w4, x4),
+                    }
+                };
+                return std::array::from_fn(|r| std::array::from_fn(|t| v[r][t]));
+            }
             go!(avx512);
         } else {
             go!(avx2);
@@ -330,7 +355,8 @@ mod tests {
         for isa in tiers {
             for ty in QUANTIZED {
                 let legacy = !matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K);
-                assert_eq!(has_tile(isa, ty), legacy && isa >= Isa::Avx2, "{ty}");
+                assert_eq!(has_tile(isa, ty), isa >= Isa::Avx2, "{ty}");
+                assert_eq!(four_rows_help(isa, ty), legacy && isa >= Isa::Avx2, "{ty}");
                 for (seed, n) in [(1u64, 256usize), (2, 768), (3, 2048)] {
                     check::<1, 1>(isa, ty, n, seed);
                     check::<4, 1>(isa, ty, n, seed);

@@ -252,7 +252,8 @@ macro_rules! isa_kernels {
                 acc.map(|row| row.map(|a| K::finish(a)))
             }
 
-            /// A block pointer for the types whose step does all the work.
+            /// An activation block pointer, for the types whose step reads the
+            /// activations itself.
             #[derive(Clone, Copy)]
             pub struct Raw(*const u8);
             impl Raw {
@@ -479,15 +480,41 @@ macro_rules! isa_kernels {
                 (xb.as_ptr() as *const f32).read_unaligned()
             }
 
+            /// A Q4_K or Q5_K block made ready: its two scales, its 256 levels
+            /// as eight 32-byte sub-blocks, the sub-block scales and mins.
+            #[derive(Clone, Copy)]
+            pub struct K45 {
+                d: f32,
+                dmin: f32,
+                q: [__m256i; 8],
+                scales: [i16; 8],
+                mins: __m128i,
+            }
+
             pub struct Q4K;
             impl Blocks for Q4K {
                 const W: usize = Q4_K_BYTES;
                 const X: usize = Q8_K_BYTES;
-                type Wu = Raw;
+                type Wu = K45;
                 type Xs = Raw;
+                #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn unpack(wb: &[u8]) -> Raw {
-                    Raw(wb.as_ptr())
+                unsafe fn unpack(wb: &[u8]) -> K45 {
+                    let m4 = _mm256_set1_epi8(0x0f);
+                    let (scales, mins) = k4_scales_mins(wb);
+                    let mut q = [_mm256_setzero_si256(); 8];
+                    for c in 0..4 {
+                        let v = load32(wb, 16 + 32 * c);
+                        q[2 * c] = _mm256_and_si256(v, m4);
+                        q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    }
+                    K45 {
+                        d: f16_at(wb, 0),
+                        dmin: f16_at(wb, 2),
+                        q,
+                        scales,
+                        mins,
+                    }
                 }
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Raw {
@@ -495,24 +522,20 @@ macro_rules! isa_kernels {
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn step(acc: Acc, wb: Raw, xb: Raw) -> Acc {
-                    let (wb, xb) = (wb.bytes(Self::W), xb.bytes(Self::X));
-                    let m4 = _mm256_set1_epi8(0x0f);
+                unsafe fn step(acc: Acc, w: K45, xb: Raw) -> Acc {
+                    let xb = xb.bytes(Self::X);
                     let dy = q8k_d(xb);
-                    let d = dy * f16_at(wb, 0);
-                    let dmin = -dy * f16_at(wb, 2);
-                    let (scales, mins) = k4_scales_mins(wb);
+                    let d = dy * w.d;
+                    let dmin = -dy * w.dmin;
                     let mut sumi = _mm256_setzero_si256();
                     for c in 0..4 {
-                        let q = load32(wb, 16 + 32 * c);
-                        let lo = _mm256_and_si256(q, m4);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                        let p_lo = scaled_lanes(lo, load32(xb, 4 + 64 * c), scales[2 * c]);
-                        let p_hi = scaled_lanes(hi, load32(xb, 36 + 64 * c), scales[2 * c + 1]);
+                        let p_lo = scaled_lanes(w.q[2 * c], load32(xb, 4 + 64 * c), w.scales[2 * c]);
+                        let p_hi =
+                            scaled_lanes(w.q[2 * c + 1], load32(xb, 36 + 64 * c), w.scales[2 * c + 1]);
                         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
                     }
                     let acc = fma_acc(acc, d, sumi);
-                    let m = _mm_cvtepi32_ps(k4_min_lanes(mins, xb));
+                    let m = _mm_cvtepi32_ps(k4_min_lanes(w.mins, xb));
                     Acc {
                         v: acc.v,
                         m: _mm_fmadd_ps(_mm_set1_ps(dmin), m, acc.m),
@@ -531,11 +554,36 @@ macro_rules! isa_kernels {
             impl Blocks for Q5K {
                 const W: usize = Q5_K_BYTES;
                 const X: usize = Q8_K_BYTES;
-                type Wu = Raw;
+                type Wu = K45;
                 type Xs = Raw;
+                #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn unpack(wb: &[u8]) -> Raw {
-                    Raw(wb.as_ptr())
+                unsafe fn unpack(wb: &[u8]) -> K45 {
+                    let m4 = _mm256_set1_epi8(0x0f);
+                    let sixteen = _mm256_set1_epi8(16);
+                    let (scales, mins) = k4_scales_mins(wb);
+                    let qh = load32(wb, 16);
+                    // The fifth bit of sub-block j is bit j of each qh byte.
+                    let high = |j: usize| {
+                        let m = _mm256_set1_epi8((1u8 << j) as i8);
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m), sixteen)
+                    };
+                    let mut q = [_mm256_setzero_si256(); 8];
+                    for c in 0..4 {
+                        let v = load32(wb, 48 + 32 * c);
+                        q[2 * c] = _mm256_or_si256(_mm256_and_si256(v, m4), high(2 * c));
+                        q[2 * c + 1] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                            high(2 * c + 1),
+                        );
+                    }
+                    K45 {
+                        d: f16_at(wb, 0),
+                        dmin: f16_at(wb, 2),
+                        q,
+                        scales,
+                        mins,
+                    }
                 }
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Raw {
@@ -543,34 +591,20 @@ macro_rules! isa_kernels {
                 }
                 #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn step(acc: Acc, wb: Raw, xb: Raw) -> Acc {
-                    let (wb, xb) = (wb.bytes(Self::W), xb.bytes(Self::X));
-                    let m4 = _mm256_set1_epi8(0x0f);
-                    let sixteen = _mm256_set1_epi8(16);
+                unsafe fn step(acc: Acc, w: K45, xb: Raw) -> Acc {
+                    let xb = xb.bytes(Self::X);
                     let dy = q8k_d(xb);
-                    let d = dy * f16_at(wb, 0);
-                    let dmin = -dy * f16_at(wb, 2);
-                    let (scales, mins) = k4_scales_mins(wb);
-                    let m = k4_min_lanes(mins, xb);
+                    let d = dy * w.d;
+                    let dmin = -dy * w.dmin;
+                    let m = k4_min_lanes(w.mins, xb);
                     let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
                     let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
                     let acc = add_scalar(acc, dmin * _mm_cvtsi128_si32(m) as f32);
-                    let qh = load32(wb, 16);
-                    // The fifth bit of sub-block j is bit j of each qh byte.
-                    let high = |j: usize| {
-                        let m = _mm256_set1_epi8((1u8 << j) as i8);
-                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m), sixteen)
-                    };
                     let mut sumi = _mm256_setzero_si256();
                     for c in 0..4 {
-                        let q = load32(wb, 48 + 32 * c);
-                        let lo = _mm256_or_si256(_mm256_and_si256(q, m4), high(2 * c));
-                        let hi = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                            high(2 * c + 1),
-                        );
-                        let p_lo = scaled_lanes(lo, load32(xb, 4 + 64 * c), scales[2 * c]);
-                        let p_hi = scaled_lanes(hi, load32(xb, 36 + 64 * c), scales[2 * c + 1]);
+                        let p_lo = scaled_lanes(w.q[2 * c], load32(xb, 4 + 64 * c), w.scales[2 * c]);
+                        let p_hi =
+                            scaled_lanes(w.q[2 * c + 1], load32(xb, 36 + 64 * c), w.scales[2 * c + 1]);
                         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
                     }
                     fma_acc(acc, d, sumi)
@@ -582,38 +616,37 @@ macro_rules! isa_kernels {
                 }
             }
 
+            /// A Q6_K block made ready: its scale, its 256 levels (0..64) as
+            /// eight 32-byte quarters, each quarter's two 16-element group
+            /// scales as i16 lanes, and the sixteen group scales as i16s for
+            /// the -32 offset.
+            #[derive(Clone, Copy)]
+            pub struct K6 {
+                d: f32,
+                q: [__m256i; 8],
+                s: [__m256i; 8],
+                scales16: __m256i,
+            }
+
             pub struct Q6K;
             impl Blocks for Q6K {
                 const W: usize = Q6_K_BYTES;
                 const X: usize = Q8_K_BYTES;
-                type Wu = Raw;
+                type Wu = K6;
                 type Xs = Raw;
-                #[inline]
-                unsafe fn unpack(wb: &[u8]) -> Raw {
-                    Raw(wb.as_ptr())
-                }
-                #[inline]
-                unsafe fn share(xb: &[u8]) -> Raw {
-                    Raw(xb.as_ptr())
-                }
                 #[target_feature(enable = $f)]
                 #[inline]
-                unsafe fn step(acc: Acc, wb: Raw, xb: Raw) -> Acc {
-                    let (wb, xb) = (wb.bytes(Self::W), xb.bytes(Self::X));
+                unsafe fn unpack(wb: &[u8]) -> K6 {
                     let m4 = _mm256_set1_epi8(0x0f);
                     let m3 = _mm256_set1_epi8(3);
-                    let d = q8k_d(xb) * f16_at(wb, 208);
-                    // The -32 offset of the levels, per lane through the 16 group sums.
-                    let bsums = load32(xb, 260);
-                    let scales8 = _mm_loadu_si128(wb[192..208].as_ptr() as *const __m128i);
-                    let scales16 = _mm256_cvtepi8_epi16(scales8);
-                    let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
+                    let scales8 = _mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i);
                     // Group g's scale in every i16 lane of a 128-bit half.
                     let sc = |g: i32| -> __m128i {
                         let idx = _mm_set1_epi16((g | (g << 8)) as i16 & 0x0f0f);
                         _mm_cvtepi8_epi16(_mm_shuffle_epi8(scales8, idx))
                     };
-                    let mut sumi = _mm256_setzero_si256();
+                    let mut q = [_mm256_setzero_si256(); 8];
+                    let mut s = [_mm256_setzero_si256(); 8];
                     for h in 0..2 {
                         let ql1 = load32(wb, 64 * h);
                         let ql2 = load32(wb, 64 * h + 32);
@@ -627,23 +660,46 @@ macro_rules! isa_kernels {
                             };
                             _mm256_slli_epi16(_mm256_and_si256(bits, m3), 4)
                         };
-                        let quarters = [
-                            _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0)),
-                            _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                top(4),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4),
-                                top(6),
-                            ),
-                        ];
-                        for (k, q) in quarters.into_iter().enumerate() {
+                        q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0));
+                        q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2));
+                        q[4 * h + 2] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                            top(4),
+                        );
+                        q[4 * h + 3] = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4),
+                            top(6),
+                        );
+                        for k in 0..4 {
                             let g = (8 * h + 2 * k) as i32;
-                            let s = _mm256_set_m128i(sc(g + 1), sc(g));
+                            s[4 * h + k] = _mm256_set_m128i(sc(g + 1), sc(g));
+                        }
+                    }
+                    K6 {
+                        d: f16_at(wb, 208),
+                        q,
+                        s,
+                        scales16: _mm256_cvtepi8_epi16(scales8),
+                    }
+                }
+                #[inline]
+                unsafe fn share(xb: &[u8]) -> Raw {
+                    Raw(xb.as_ptr())
+                }
+                #[target_feature(enable = $f)]
+                #[inline]
+                unsafe fn step(acc: Acc, w: K6, xb: Raw) -> Acc {
+                    let xb = xb.bytes(Self::X);
+                    let d = q8k_d(xb) * w.d;
+                    // The -32 offset of the levels, per lane through the 16 group sums.
+                    let bsums = load32(xb, 260);
+                    let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, w.scales16), 5);
+                    let mut sumi = _mm256_setzero_si256();
+                    for h in 0..2 {
+                        for k in 0..4 {
                             let xq = load32(xb, 4 + 128 * h + 32 * k);
-                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s);
+                            let i = 4 * h + k;
+                            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[i], xq), w.s[i]);
                             sumi = _mm256_add_epi32(sumi, p);
                         }
                     }
@@ -671,11 +727,20 @@ macro_rules! isa_kernels {
             /// Public kernels of each type: a single product, and tiles of
             /// `R` rows × `T` tokens.
             macro_rules! kernels {
-                ($k:ty, $dot:ident, n) => {
+                ($k:ty, $dot:ident, $tile:ident, n) => {
                     #[target_feature(enable = $f)]
                     pub unsafe fn $dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
                         let nb = n_blocks::<$k>(Some(n), &[w], &[x]);
                         tile::<$k, 1, 1>(nb, [w], [x])[0][0]
+                    }
+                    #[target_feature(enable = $f)]
+                    pub unsafe fn $tile<const R: usize, const T: usize>(
+                        n: usize,
+                        w: [&[u8]; R],
+                        x: [&[u8]; T],
+                    ) -> [[f32; T]; R] {
+                        let nb = n_blocks::<$k>(Some(n), &w, &x);
+                        tile::<$k, R, T>(nb, w, x)
                     }
                 };
                 ($k:ty, $dot:ident, $tile:ident) => {
@@ -699,9 +764,9 @@ macro_rules! isa_kernels {
             kernels!(Q4_1, dot_q4_1_q8_1, tile_q4_1_q8_1);
             kernels!(Q5_0, dot_q5_0_q8_0, tile_q5_0_q8_0);
             kernels!(Q5_1, dot_q5_1_q8_1, tile_q5_1_q8_1);
-            kernels!(Q4K, dot_q4_k_q8_k, n);
-            kernels!(Q5K, dot_q5_k_q8_k, n);
-            kernels!(Q6K, dot_q6_k_q8_k, n);
+            kernels!(Q4K, dot_q4_k_q8_k, tile_q4_k_q8_k, n);
+            kernels!(Q5K, dot_q5_k_q8_k, tile_q5_k_q8_k, n);
+            kernels!(Q6K, dot_q6_k_q8_k, tile_q6_k_q8_k, n);
 
             /// `quants::dot_f32`'s order: four accumulators over steps of 32.
             #[target_feature(enable = $f)]
@@ -800,3 +865,140 @@ macro_rules! isa_kernels {
 
 isa_kernels!(avx2, "avx2,fma,f16c");
 isa_kernels!(avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+/// 512-bit prompt-processing tiles for Q4_0 and Q8_0 (the AVX-512 tier only):
+/// one zmm register holds the 8 lanes of two (row, token) pairs, so one
+/// `vpdpbusd`, one conversion, one multiply and one fused multiply-add serve
+/// two products. Each half accumulates its own pair's blocks in order with the
+/// scalar reference's operations, so the results are bit-identical to it.
+pub(crate) mod zmm {
+    use std::arch::x86_64::*;
+
+    /// A weight type whose blocks become unsigned levels `q` with
+    /// `level = q - OFFSET` and an f16 scale at byte 0.
+    pub trait Unsigned {
+        const W: usize;
+        const OFFSET: i8;
+        unsafe fn levels(wb: *const u8) -> __m256i;
+    }
+
+    pub struct Q4_0;
+    impl Unsigned for Q4_0 {
+        const W: usize = 18;
+        const OFFSET: i8 = 8;
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[inline]
+        unsafe fn levels(wb: *const u8) -> __m256i {
+            let q = _mm_loadu_si128(wb.add(2) as *const __m128i);
+            let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+            _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+        }
+    }
+
+    pub struct Q8_0;
+    impl Unsigned for Q8_0 {
+        const W: usize = 34;
+        // -128 as the u8 128: (q + 128) - 128.
+        const OFFSET: i8 = -128;
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[inline]
+        unsafe fn levels(wb: *const u8) -> __m256i {
+            let q = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+            _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn f16_scalar(p: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            u16::from_le_bytes([*p, *p.add(1)]) as i32,
+        )))
+    }
+
+    /// Two 256-bit halves as one zmm.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn join_f(lo: f32, hi: f32) -> __m512 {
+        let lo = _mm512_castps256_ps512(_mm256_set1_ps(lo));
+        _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castps_pd(lo),
+            _mm256_castps_pd(_mm256_set1_ps(hi)),
+            1,
+        ))
+    }
+
+    /// Sum of 8 floats: halves, then pairs (`quants::hsum8`'s order).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// 4 weight rows × 4 Q8_0 activation rows over the blocks all of them hold.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile4x4<K: Unsigned>(w: [&[u8]; 4], x: [&[u8]; 4]) -> [[f32; 4]; 4] {
+        const X: usize = 34;
+        let nb = w
+            .iter()
+            .map(|w| w.len() / K::W)
+            .chain(x.iter().map(|x| x.len() / X))
+            .min()
+            .unwrap_or(0);
+        let wp = w.map(|w| w.as_ptr());
+        let xp = x.map(|x| x.as_ptr());
+        let offset = _mm512_set1_epi8(K::OFFSET);
+        // acc[r][p]: row r with tokens 2p (low half) and 2p + 1 (high half).
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+        for b in 0..nb {
+            let mut xs = [_mm512_setzero_si512(); 2];
+            let mut dx = [_mm512_setzero_ps(); 2];
+            let mut minus_off = [_mm512_setzero_si512(); 2];
+            for p in 0..2 {
+                let (x0, x1) = (xp[2 * p].add(b * X), xp[2 * p + 1].add(b * X));
+                xs[p] = join_i(
+                    _mm256_loadu_si256(x0.add(2) as *const __m256i),
+                    _mm256_loadu_si256(x1.add(2) as *const __m256i),
+                );
+                dx[p] = join_f(f16_scalar(x0), f16_scalar(x1));
+                // -OFFSET·Σx per lane, the part every row shares.
+                let off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xs[p]);
+                minus_off[p] = _mm512_sub_epi32(_mm512_setzero_si512(), off);
+            }
+            for r in 0..4 {
+                let wb = wp[r].add(b * K::W);
+                let q = _mm512_broadcast_i64x4(K::levels(wb));
+                let dw = _mm512_set1_ps(f16_scalar(wb));
+                for p in 0..2 {
+                    let lanes = _mm512_dpbusd_epi32(minus_off[p], q, xs[p]);
+                    let d = _mm512_mul_ps(dw, dx[p]);
+                    acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[r][p]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; 4];
+        for r in 0..4 {
+            for p in 0..2 {
+                let v = acc[r][p];
+                out[r][2 * p] = hsum(_mm512_castps512_ps256(v));
+                out[r][2 * p + 1] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                    _mm512_castps_pd(v),
+                    1,
+                )));
+            }
+        }
+        out
+    }
+}
