@@ -84,8 +84,19 @@ def run_mori(mori, path, shape, t, ctx=2048, n=64):
     return ttft, rss, bound
 
 
-def bench_llama(path, p, n, t, r):
+def bench_llama_here(path, p, n, t, r, extra_bufts):
+    """llama.cpp in this process; `extra_bufts` False turns off its extra weight
+    buffer types (the repacked layouts and AMX)."""
     import llama_cpp
+    if not extra_bufts:
+        default = llama_cpp.llama_model_default_params
+
+        def params():
+            mp = default()
+            mp.use_extra_bufts = False
+            return mp
+        llama_cpp.llama_model_default_params = params
+        llama_cpp.llama.llama_cpp.llama_model_default_params = params
     llm = llama_cpp.Llama(model_path=path, n_ctx=max(p, n) + 16, n_batch=max(p, 1), n_ubatch=max(p, 1),
                           n_threads=t, n_threads_batch=t, logits_all=False, verbose=False)
     rng = random.Random(1)
@@ -106,7 +117,23 @@ def bench_llama(path, p, n, t, r):
                 llm.eval([tok])
             tg.append(n / (time.perf_counter() - t0))
     del llm
-    return (statistics.median(pp) if pp else 0.0), (statistics.median(tg) if tg else 0.0), llama_cpp.__version__
+    return dict(pp=(statistics.median(pp) if pp else 0.0), tg=(statistics.median(tg) if tg else 0.0),
+                version=llama_cpp.__version__)
+
+
+def bench_llama(path, p, n, t, r):
+    """llama.cpp in a child process, with its default settings; where that child
+    crashes (seen: its AMX path on a VM whose CPU lists AMX), again without the
+    extra buffer types. Returns (pp, tg, version, settings)."""
+    for extra in (True, False):
+        proc = subprocess.run([sys.executable, __file__, "--llama-child", path, str(p), str(n), str(t), str(r),
+                               "1" if extra else "0"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            return res["pp"], res["tg"], res["version"], "default" if extra else "no extra buffer types"
+        print(f"llama.cpp on {path} (extra buffer types {'on' if extra else 'off'}) failed with status "
+              f"{proc.returncode}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+    raise RuntimeError(f"llama.cpp could not run {path}")
 
 
 def bandwidth_gbs(threads):
@@ -145,6 +172,10 @@ def bytes_per_token(path):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--llama-child":
+        path, p, n, t, r, extra = sys.argv[2:8]
+        print(json.dumps(bench_llama_here(path, int(p), int(n), int(t), int(r), extra == "1")))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
     ap.add_argument("--shapes", default="llama-1b,qwen-0.5b")
@@ -163,12 +194,12 @@ def main():
             path = os.path.join(args.dir, f"{shape}-{ty}.gguf")
             write_model(args.mori, shape, ty, path)
             m = bench_mori(args.mori, path, args.p, args.n, args.t, args.r)
-            lpp, ltg, lver = bench_llama(path, args.p, args.n, args.t, args.r)
+            lpp, ltg, lver, lset = bench_llama(path, args.p, args.n, args.t, args.r)
             limit = bw * 1e9 / bytes_per_token(path)
             ttft, rss, rss_bound = run_mori(args.mori, path, shape, args.t)
-            row = dict(shape=shape, type=ty, size_gib=m["size_bytes"] / 2**30, mori_pp=m["pp_tps"], llama_pp=lpp,
+            row = dict(shape=shape, type=ty, isa=m.get("isa", "?"), size_gib=m["size_bytes"] / 2**30, mori_pp=m["pp_tps"], llama_pp=lpp,
                        mori_tg=m["tg_tps"], llama_tg=ltg, tg_limit=limit, ttft_s=ttft, rss_mib=rss / 2**20,
-                       rss_bound_mib=rss_bound / 2**20)
+                       rss_bound_mib=rss_bound / 2**20, llama_settings=lset)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     cpu = "unknown"
@@ -179,6 +210,8 @@ def main():
     print(f"Machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()}; {args.t} threads; "
           f"llama-cpp-python {lver}; read bandwidth ({args.t} threads, numpy) {bw:.1f} GB/s; "
           f"pp{args.p} / tg{args.n}, median of {args.r}.\n")
+    settings = sorted({r["llama_settings"] for r in rows})
+    print(f"llama.cpp settings: {', '.join(settings)}; Mori's kernel tier: {rows[0]['isa'] if rows else '-'}.\n")
     print("| shape | type | GiB | Mori pp | llama.cpp pp | pp ratio | Mori tg | llama.cpp tg | tg ratio | tg limit | Mori tg / limit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     ratio = lambda a, b: f"{a / b:.2f}" if b else "-"

@@ -491,6 +491,38 @@ macro_rules! isa_kernels {
                 mins: __m128i,
             }
 
+            impl K45 {
+                /// The block `wb` with its levels `q` already unpacked.
+                #[target_feature(enable = $f)]
+                #[inline]
+                unsafe fn new(wb: &[u8], q: [__m256i; 8]) -> K45 {
+                    let (scales, mins) = k4_scales_mins(wb);
+                    K45 {
+                        d: f16_at(wb, 0),
+                        dmin: f16_at(wb, 2),
+                        q,
+                        scales,
+                        mins,
+                    }
+                }
+
+                /// The integer lanes of the block times a Q8_K block, each
+                /// sub-block scaled by its scale (mins apart).
+                #[target_feature(enable = $f)]
+                #[inline]
+                unsafe fn scaled_sum(&self, xb: &[u8]) -> __m256i {
+                    let mut sumi = _mm256_setzero_si256();
+                    for c in 0..4 {
+                        let lo = load32(xb, 4 + 64 * c);
+                        let hi = load32(xb, 36 + 64 * c);
+                        let p_lo = scaled_lanes(self.q[2 * c], lo, self.scales[2 * c]);
+                        let p_hi = scaled_lanes(self.q[2 * c + 1], hi, self.scales[2 * c + 1]);
+                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+                    }
+                    sumi
+                }
+            }
+
             pub struct Q4K;
             impl Blocks for Q4K {
                 const W: usize = Q4_K_BYTES;
@@ -501,20 +533,13 @@ macro_rules! isa_kernels {
                 #[inline]
                 unsafe fn unpack(wb: &[u8]) -> K45 {
                     let m4 = _mm256_set1_epi8(0x0f);
-                    let (scales, mins) = k4_scales_mins(wb);
                     let mut q = [_mm256_setzero_si256(); 8];
                     for c in 0..4 {
                         let v = load32(wb, 16 + 32 * c);
                         q[2 * c] = _mm256_and_si256(v, m4);
                         q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                     }
-                    K45 {
-                        d: f16_at(wb, 0),
-                        dmin: f16_at(wb, 2),
-                        q,
-                        scales,
-                        mins,
-                    }
+                    K45::new(wb, q)
                 }
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Raw {
@@ -527,13 +552,7 @@ macro_rules! isa_kernels {
                     let dy = q8k_d(xb);
                     let d = dy * w.d;
                     let dmin = -dy * w.dmin;
-                    let mut sumi = _mm256_setzero_si256();
-                    for c in 0..4 {
-                        let p_lo = scaled_lanes(w.q[2 * c], load32(xb, 4 + 64 * c), w.scales[2 * c]);
-                        let p_hi =
-                            scaled_lanes(w.q[2 * c + 1], load32(xb, 36 + 64 * c), w.scales[2 * c + 1]);
-                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-                    }
+                    let sumi = w.scaled_sum(xb);
                     let acc = fma_acc(acc, d, sumi);
                     let m = _mm_cvtepi32_ps(k4_min_lanes(w.mins, xb));
                     Acc {
@@ -561,7 +580,6 @@ macro_rules! isa_kernels {
                 unsafe fn unpack(wb: &[u8]) -> K45 {
                     let m4 = _mm256_set1_epi8(0x0f);
                     let sixteen = _mm256_set1_epi8(16);
-                    let (scales, mins) = k4_scales_mins(wb);
                     let qh = load32(wb, 16);
                     // The fifth bit of sub-block j is bit j of each qh byte.
                     let high = |j: usize| {
@@ -577,13 +595,7 @@ macro_rules! isa_kernels {
                             high(2 * c + 1),
                         );
                     }
-                    K45 {
-                        d: f16_at(wb, 0),
-                        dmin: f16_at(wb, 2),
-                        q,
-                        scales,
-                        mins,
-                    }
+                    K45::new(wb, q)
                 }
                 #[inline]
                 unsafe fn share(xb: &[u8]) -> Raw {
@@ -600,13 +612,7 @@ macro_rules! isa_kernels {
                     let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
                     let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
                     let acc = add_scalar(acc, dmin * _mm_cvtsi128_si32(m) as f32);
-                    let mut sumi = _mm256_setzero_si256();
-                    for c in 0..4 {
-                        let p_lo = scaled_lanes(w.q[2 * c], load32(xb, 4 + 64 * c), w.scales[2 * c]);
-                        let p_hi =
-                            scaled_lanes(w.q[2 * c + 1], load32(xb, 36 + 64 * c), w.scales[2 * c + 1]);
-                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-                    }
+                    let sumi = w.scaled_sum(xb);
                     fma_acc(acc, d, sumi)
                 }
                 #[target_feature(enable = $f)]
