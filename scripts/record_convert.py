@@ -3,9 +3,10 @@
 
 For every case in CASES this script
   1. writes a random-weight checkpoint with `mori dev random-hf` (config.json,
-     model.safetensors, a byte-level BPE tokenizer.json, or for ernie4_5 and
-     pangu-embedded a SentencePiece tokenizer.model; deterministic, and the
-     sha256 of every file is recorded),
+     model.safetensors, a byte-level BPE tokenizer.json, or for ernie4_5,
+     ernie4_5-moe and pangu-embedded a SentencePiece tokenizer.model, for
+     gemma3 both a tokenizer.model and Gemma's tokenizer.json; deterministic,
+     and the sha256 of every file is recorded),
   2. converts it with llama.cpp's own `convert_hf_to_gguf.py` and records, per
      tensor, its GGUF type, shape and the sha256 of its bytes, and the
      architecture and tokenizer metadata the engine reads,
@@ -35,7 +36,18 @@ Usage (from the repository root):
     TORCH_PY=/path/to/venv-with-torch+transformers/bin/python \\
     LLAMA_PY=/path/to/venv-with-llama-cpp-python/bin/python \\
     LLAMA_CPP=/path/to/llama.cpp \\
-        python3 scripts/record_convert.py
+        python3 scripts/record_convert.py [--mori target/release/mori] [--only gemma3,ernie4_5-moe]
+
+LLAMA_PY's llama-cpp-python must be built for AVX2 without AVX-512, the order
+of operations Mori follows (an AVX-512 build sums and rounds F16/BF16 products
+otherwise), e.g.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+                -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_INT8=OFF" \
+        pip install llama-cpp-python==0.3.36 numpy
+
+--only records just the named cases (or every case of the named specs) and
+keeps the manifest's other cases as they are, so their fixtures stay
+byte-identical; it refuses to mix tool versions.
 """
 
 import argparse
@@ -67,9 +79,29 @@ SPECS = {
                      rope_base=500000.0, tied=True, seed=14),
     "pangu-embedded": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=2, head_dim=64, ff=512, ctx=4096,
                            rope_base=16000000.0, tied=False, seed=15),
+    # Gemma 3 text (gemma3_text): six layers, so llama.cpp's fixed pattern (five windowed layers, then a
+    # global one) has both kinds; a 16-token window, so 64 positions really slide (transformers' own logits
+    # with a 4096-token window differ by KL 0.03); heads wider than embd / heads; local and global RoPE
+    # bases differ. Not tied: with the embedding scaled by sqrt(n_embd), a random tied model predicts its
+    # input token with probability ~1, which hides differences; gemma3-tied (the real models' layout)
+    # checks the tied conversion.
+    "gemma3": dict(vocab=512, embd=256, layers=6, heads=4, kv_heads=1, head_dim=128, ff=512, ctx=8192,
+                   rope_base=1000000.0, tied=False, sliding_window=16, seed=18),
+    "gemma3-tied": dict(arch="gemma3", vocab=512, embd=256, layers=6, heads=4, kv_heads=1, head_dim=128, ff=512,
+                        ctx=8192, rope_base=1000000.0, tied=True, sliding_window=16, seed=20),
+    # ERNIE-4.5-MoE: a dense first layer, then two routing layers of 8 experts (2 per token) with one shared
+    # expert and the expert-selection bias. intermediate_size / num_key_value_heads is the shared expert's
+    # width, as llama.cpp's converter assumes (true of the real 21B-A3B). Seed 21, not 19: on seed 19's F16
+    # checkpoint llama.cpp's F16-rounded activations send one of the 64 tokens to another second expert than
+    # transformers' F32 activations do (a margin of 7e-4 in the selection scores), so the two references
+    # themselves differ by KL 4.8e-4 and no implementation can be within 1e-4 of both (Mori is at 6e-7 of
+    # llama.cpp there); of seeds 19, 21-24, 19 and 22 have such a token.
+    "ernie4_5-moe": dict(vocab=512, embd=256, layers=3, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=2048,
+                         rope_base=500000.0, tied=True, seed=21, experts=8, experts_used=2, expert_ff=256,
+                         shared_experts=1, dense_lead=1),
 }
 PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2", "ernie4_5": "default",
-       "pangu-embedded": "default"}
+       "pangu-embedded": "default", "gemma3": "default", "ernie4_5-moe": "default"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -87,6 +119,17 @@ CASES = [
     ("ernie4_5", "F32", "q8_0"),
     ("pangu-embedded", "F32", "f32"),
     ("pangu-embedded", "F16", "f16"),
+    ("gemma3", "F32", "f32"),
+    ("gemma3", "BF16", "bf16"),
+    ("gemma3", "F32", "q8_0"),
+    ("gemma3-tied", "F16", "f16"),
+    # No BF16 checkpoint: llama.cpp rounds a BF16 matrix's activations to BF16, which on this model moves its
+    # logits by KL 3.3e-4 from its own F32 run on the same weights (transformers keeps F32 activations and
+    # agrees with that F32 run to 1.8e-6), so Mori, which rounds as llama.cpp does, cannot be within 1e-4 of
+    # both references on it. F16 rounds finely enough (the references differ by 4.3e-6).
+    ("ernie4_5-moe", "F32", "f32"),
+    ("ernie4_5-moe", "F16", "f16"),
+    ("ernie4_5-moe", "F32", "q8_0"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
@@ -199,7 +242,10 @@ EXTRA_TEXTS = {
     "ernie4_5": ["<|begin_of_sentence|>User: hi there\nAssistant: hello<|end_of_sentence|>",
                  "the <mask:1> and <|IMAGE_PLACEHOLDER|> stay"],
     "pangu-embedded": ["[unused9]用户：hi there[unused10][unused9]助手：", "the [unused10]  end"],
+    "gemma3": ["<start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n",
+               "the <mask> and <unused1>  stay", "<bos>hello world"],
 }
+EXTRA_TEXTS["ernie4_5-moe"] = EXTRA_TEXTS["ernie4_5"]
 
 
 def sha256(path):
@@ -238,11 +284,23 @@ def main():
     import numpy as np
     ap = argparse.ArgumentParser()
     ap.add_argument("--mori", default=os.path.join("target", "release", "mori"))
+    ap.add_argument("--only", default="",
+                    help="comma-separated case names (e.g. gemma3-F32-f32) or spec names (e.g. gemma3) to record; "
+                         "the manifest keeps every other case as it is")
     args = ap.parse_args()
+    only = {x for x in args.only.split(",") if x}
     torch_py = os.environ.get("TORCH_PY", "/root/venvs/torch/bin/python")
     llama_py = os.environ.get("LLAMA_PY", "/root/venvs/ref/bin/python")
     llama_cpp = os.environ.get("LLAMA_CPP", "/root/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp")
     os.makedirs(FIXTURES, exist_ok=True)
+    manifest_path = os.path.join(FIXTURES, "manifest.json")
+    old = {}
+    old_reference = None
+    if only and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            previous = json.load(f)
+        old = {c["name"]: c for c in previous["cases"]}
+        old_reference = previous["reference"]
     cases = []
     versions = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -250,6 +308,10 @@ def main():
             spec = dict(SPECS[spec_name])
             arch = spec.pop("arch", spec_name)
             name = f"{spec_name}-{dtype}-{outtype}"
+            if only and name not in only and spec_name not in only:
+                if name in old:
+                    cases.append(old[name])
+                continue
             ckpt = os.path.join(tmp, name)
             write_checkpoint(args.mori, arch, dtype, spec, ckpt)
             files = {f: sha256(os.path.join(ckpt, f)) for f in sorted(os.listdir(ckpt))}
@@ -276,9 +338,13 @@ def main():
             cases.append(case)
             print(f"{name:20} {len(summary['tensors'])} tensors, logit std {ref.std(axis=1).mean():.2f}",
                   file=sys.stderr)
+    reference = (f"llama.cpp convert_hf_to_gguf.py and llama-cpp-python {versions['llama.cpp']}; "
+                 f"{versions['transformers']}") if versions else old_reference
+    if old_reference is not None and reference != old_reference:
+        sys.exit(f"the tools' versions changed ({reference!r}, the manifest says {old_reference!r}): "
+                 "re-record every case")
     manifest = dict(
-        reference=f"llama.cpp convert_hf_to_gguf.py and llama-cpp-python {versions['llama.cpp']}; "
-                  f"{versions['transformers']}",
+        reference=reference,
         n_pos=N_POS,
         note="Per case: the checkpoint's file digests, llama.cpp's conversion (tensor types, dims in GGUF "
              "order, data sha256; metadata other than general.*, arrays longer than 16 as length and sha256 "
@@ -286,7 +352,7 @@ def main():
              "and of transformers on the checkpoint (float32), f16 little-endian [n_pos][vocab].",
         cases=cases,
     )
-    with open(os.path.join(FIXTURES, "manifest.json"), "w") as f:
+    with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False)
         f.write("\n")
 

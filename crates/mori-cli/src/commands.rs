@@ -181,8 +181,9 @@ pub enum DevCommand {
     /// Write a random-weight model of a supported architecture.
     RandomModel(RandomModelArgs),
     /// Write a random-weight Hugging Face checkpoint (config.json, model.safetensors,
-    /// tokenizer.json, or tokenizer.model for ernie4_5 and pangu-embedded) into the
-    /// directory OUT; --type is F32, F16 or BF16.
+    /// tokenizer.json, or tokenizer.model for ernie4_5, ernie4_5-moe and pangu-embedded,
+    /// both for gemma3, which also needs --sliding-window) into the directory OUT;
+    /// --type is F32, F16 or BF16.
     RandomHf(RandomModelArgs),
 }
 
@@ -298,7 +299,8 @@ pub fn dev(c: DevCommand) -> Result<()> {
 #[derive(Args)]
 pub struct ConvertArgs {
     /// Hugging Face model directory: config.json, model.safetensors (or shards), tokenizer.json
-    /// (or a SentencePiece tokenizer.model for ERNIE 4.5 and openPangu-Embedded).
+    /// (or a SentencePiece tokenizer.model for ERNIE 4.5, ERNIE-4.5-MoE, openPangu-Embedded
+    /// and Gemma 3).
     dir: PathBuf,
     /// Output .gguf path.
     out: PathBuf,

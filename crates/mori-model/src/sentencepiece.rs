@@ -146,10 +146,35 @@ impl SpModel {
     }
 }
 
+/// The special pieces and normalizer flag of a written `tokenizer.model`.
+#[derive(Debug, Clone, Copy)]
+pub struct SpmLayout<'a> {
+    pub bos: &'a str,
+    pub eos: &'a str,
+    /// The padding piece, if the model names one.
+    pub pad: Option<&'a str>,
+    /// Whether SentencePiece puts a space in front of the text (Llama, ERNIE:
+    /// yes; Gemma: no).
+    pub add_dummy_prefix: bool,
+}
+
+/// Llama's layout: `<s>`, `</s>`, no padding piece, a dummy prefix.
+pub const LLAMA_LAYOUT: SpmLayout<'static> = SpmLayout {
+    bos: "<s>",
+    eos: "</s>",
+    pad: None,
+    add_dummy_prefix: true,
+};
+
 /// Encodes a BPE model of `pieces` (text, score, type) with byte fallback and
 /// Llama's normalizer settings (no rule table, a dummy prefix, whitespace kept
 /// as written): the `tokenizer.model` of Mori's random checkpoints.
 pub fn encode_bpe_model(pieces: &[(String, f32, PieceType)]) -> Vec<u8> {
+    encode_bpe_model_as(pieces, LLAMA_LAYOUT)
+}
+
+/// [`encode_bpe_model`] with the special pieces and dummy prefix of `layout`.
+pub fn encode_bpe_model_as(pieces: &[(String, f32, PieceType)], layout: SpmLayout) -> Vec<u8> {
     let id_of = |ty: PieceType, text: &str| {
         pieces
             .iter()
@@ -170,14 +195,14 @@ pub fn encode_bpe_model(pieces: &[(String, f32, PieceType)]) -> Vec<u8> {
             vocab_size: Some(pieces.len() as i32),
             byte_fallback: Some(true),
             unk_id: Some(id_of(PieceType::Unknown, "<unk>")),
-            bos_id: Some(id_of(PieceType::Control, "<s>")),
-            eos_id: Some(id_of(PieceType::Control, "</s>")),
-            pad_id: Some(-1),
+            bos_id: Some(id_of(PieceType::Control, layout.bos)),
+            eos_id: Some(id_of(PieceType::Control, layout.eos)),
+            pad_id: Some(layout.pad.map_or(-1, |p| id_of(PieceType::Control, p))),
         }),
         normalizer_spec: Some(NormalizerSpec {
             name: Some("identity".into()),
             precompiled_charsmap: Some(Vec::new()),
-            add_dummy_prefix: Some(true),
+            add_dummy_prefix: Some(layout.add_dummy_prefix),
             remove_extra_whitespaces: Some(false),
             escape_whitespaces: Some(true),
         }),

@@ -143,7 +143,16 @@ pub fn check_shape(f: &GgufFile, info: &TensorInfo, dims: &[u64]) -> Result<()> 
 /// small and read on every token.
 pub fn load_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let (info, data) = f.tensor(name)?;
-    check_shape(f, info, &[n as u64])?;
+    // Trailing dimensions of 1 change nothing in ggml's layout: llama.cpp's
+    // converter keeps ERNIE-4.5-MoE's `[1, experts]` selection bias as
+    // `[experts, 1]`.
+    let dims = match info.dims.iter().rposition(|&d| d != 1) {
+        Some(last) if info.dims.len() > 1 => &info.dims[..=last],
+        _ => &info.dims[..info.dims.len().min(1)],
+    };
+    if dims != [n as u64] {
+        check_shape(f, info, &[n as u64])?;
+    }
     let mut out = vec![0.0f32; n];
     mori_kernels::dequantize_row(info.ty, data, &mut out)?;
     Ok(out)

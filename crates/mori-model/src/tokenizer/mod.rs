@@ -295,7 +295,12 @@ impl Tokenizer {
         let bad = |e: String| TokenizerError::HfJson(format!("{}: {e}", path.display()));
         let parse_special =
             tokenizers::Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
-        let n = parse_special.get_vocab_size(true);
+        // The model's own vocabulary must fit the embedding. Added tokens may
+        // lie past it: Gemma 3's tokenizers define `<image_soft_token>` one past
+        // the text model's rows (only its vision tower uses it); text naming
+        // such a token encodes to an id the forward pass refuses, as
+        // `transformers`' embedding would.
+        let n = parse_special.get_vocab_size(false);
         if n > self.n_vocab() {
             return Err(bad(format!(
                 "defines {n} tokens, more than the model's {}",
