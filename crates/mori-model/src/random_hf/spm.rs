@@ -57,6 +57,14 @@ const LLAMA_HEAD: &[(&str, PieceType)] = &[
     ("</s>", PieceType::Control),
 ];
 
+/// The id of piece `t`, one this writer defined itself.
+fn piece_id(pieces: &[(String, f32, PieceType)], t: &str) -> usize {
+    pieces
+        .iter()
+        .position(|p| p.0 == t)
+        .expect("a defined piece")
+}
+
 /// The pieces of a SentencePiece BPE model of `n` pieces: `head`, the 256
 /// byte pieces, `user` (user-defined pieces), merges (scores -1, -2, ... in
 /// merge order) and last the single characters.
@@ -145,12 +153,7 @@ pub(super) fn write_random_spm_hf(
     write_tensors(spec, dtype, dir)?;
     std::fs::write(dir.join("tokenizer.model"), encode_bpe_model(&pieces))
         .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
-    let id_of = |t: &str| {
-        pieces
-            .iter()
-            .position(|p| p.0 == t)
-            .expect("a defined piece")
-    };
+    let id_of = |t: &str| piece_id(&pieces, t);
     let added = |id: usize, content: &str| {
         (
             id.to_string(),
@@ -313,12 +316,7 @@ pub(super) fn write_random_gemma3(
         encode_bpe_model_as(&pieces, GEMMA_LAYOUT),
     )
     .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
-    let id_of = |t: &str| {
-        pieces
-            .iter()
-            .position(|p| p.0 == t)
-            .expect("a defined piece")
-    };
+    let id_of = |t: &str| piece_id(&pieces, t);
     let added = |id: usize, content: &str| {
         json!({"content": content, "lstrip": false, "normalized": false, "rstrip": false,
                "single_word": false, "special": true})
