@@ -394,6 +394,26 @@ impl GgufFile {
         &self.backing.bytes()[start..start + info.n_bytes as usize]
     }
 
+    /// Drops the mapped pages of `info`'s data from this process's resident
+    /// set, for weights copied elsewhere (repacked) at load: reading them
+    /// again brings them back from the page cache. A no-op for a file read
+    /// into memory.
+    pub fn release(&self, info: &TensorInfo) {
+        if let Backing::Mmap(m) = &self.backing {
+            let start = (self.data_offset + info.offset) as usize;
+            // SAFETY: the mapping is private and never written, so dropping
+            // its pages changes no byte any reference sees: the next read
+            // faults them in again from the file. Failure only keeps them.
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    info.n_bytes as usize,
+                )
+            };
+        }
+    }
+
     /// A tensor by name, with its data.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor {

@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mori_kernels::{
-    kquants, matmul, matmul_at, quantize_row, quants, simd, vec_dot_type, ActBuf, GgmlType,
+    kquants, matmul, matmul_at, packed, quantize_row, quants, simd, vec_dot_type, ActBuf, GgmlType,
     ThreadPool, WeightView,
 };
 use std::hint::black_box;
@@ -145,6 +145,16 @@ fn matvec(c: &mut Criterion) {
                 matmul(&pool, &view, &acts, &mut y).unwrap();
             })
         });
+        if packed::packable(ty, rows, cols) && simd::level() == simd::Isa::Avx512 {
+            let p = packed::pack(ty, &wq, rows, cols, threads).unwrap();
+            let view = WeightView::packed(ty, &p, rows, cols).unwrap();
+            g.bench_function(format!("{ty}x16"), |b| {
+                b.iter(|| {
+                    acts.prepare(ty, &x, 1, cols).unwrap();
+                    matmul(&pool, &view, &acts, &mut y).unwrap();
+                })
+            });
+        }
     }
     g.finish();
 }
@@ -169,6 +179,13 @@ fn matmat(c: &mut Criterion) {
         for isa in simd::Isa::available().into_iter().skip(1) {
             g.bench_function(BenchmarkId::new(isa.name(), ty), |b| {
                 b.iter(|| matmul_at(isa, &pool, &view, &acts, &mut y).unwrap())
+            });
+        }
+        if packed::packable(ty, rows, cols) && simd::level() == simd::Isa::Avx512 {
+            let p = packed::pack(ty, &wq, rows, cols, threads).unwrap();
+            let view = WeightView::packed(ty, &p, rows, cols).unwrap();
+            g.bench_function(BenchmarkId::new("x16", ty), |b| {
+                b.iter(|| matmul_at(simd::Isa::Avx512, &pool, &view, &acts, &mut y).unwrap())
             });
         }
     }

@@ -35,6 +35,7 @@ macro_rules! fma_dispatch {
 pub mod kquants;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 pub mod pool;
 pub mod quants;
 pub mod simd;

@@ -129,13 +129,16 @@ pub enum ActRow<'a> {
     Q(&'a [u8]),
 }
 
-/// A weight matrix read in place: `n_rows` rows of `n_cols` elements of `ty`.
+/// A weight matrix: `n_rows` rows of `n_cols` elements of `ty`, read in place
+/// from the file, or repacked in groups of 16 rows ([`crate::packed`]).
 #[derive(Clone, Copy)]
 pub struct WeightView<'a> {
     pub ty: GgmlType,
     pub data: &'a [u8],
     pub n_rows: usize,
     pub n_cols: usize,
+    /// `data` is in the x16 layout of [`crate::packed`].
+    pub packed: bool,
 }
 
 impl<'a> WeightView<'a> {
@@ -150,6 +153,20 @@ impl<'a> WeightView<'a> {
             data,
             n_rows,
             n_cols,
+            packed: false,
+        })
+    }
+
+    /// A matrix repacked by [`crate::packed::pack`].
+    pub fn packed(ty: GgmlType, data: &'a [u8], n_rows: usize, n_cols: usize) -> Result<Self> {
+        if !crate::packed::packable(ty, n_rows, n_cols) {
+            return Err(Error::Unsupported(format!(
+                "{ty} weights of {n_rows} × {n_cols} have no repacked layout"
+            )));
+        }
+        Ok(WeightView {
+            packed: true,
+            ..WeightView::new(ty, data, n_rows, n_cols)?
         })
     }
 
@@ -169,6 +186,10 @@ pub struct ActBuf {
     row_bytes: usize,
     f32s: Vec<f32>,
     bytes: Vec<u8>,
+    /// Q8_0 activations, for repacked weights: each block's scale as f32, and
+    /// its 16 lane corrections (`-8·Σ`, then `-128·Σ`, of each lane's 4 values).
+    dx: Vec<f32>,
+    corr: Vec<i32>,
 }
 
 impl ActBuf {
@@ -210,9 +231,32 @@ impl ActBuf {
             {
                 quantize_act_row(ty, src, dst)?;
             }
+            if ty == GgmlType::Q8_0 {
+                self.prepare_lanes();
+            }
         }
         self.ty = Some(ty);
         Ok(())
+    }
+
+    /// The scales and lane corrections of Q8_0 activations (see the fields).
+    fn prepare_lanes(&mut self) {
+        let n_blocks = self.bytes.len() / 34;
+        self.dx.clear();
+        self.corr.clear();
+        for xb in self.bytes.chunks_exact(34) {
+            self.dx.push(quants::f16_at(xb, 0));
+            let lane = |k: usize| -> i32 {
+                xb[2 + 4 * k..6 + 4 * k]
+                    .iter()
+                    .map(|&v| v as i8 as i32)
+                    .sum()
+            };
+            let sums: [i32; 8] = std::array::from_fn(lane);
+            self.corr.extend(sums.iter().map(|s| -8 * s));
+            self.corr.extend(sums.iter().map(|s| -128 * s));
+        }
+        debug_assert_eq!(self.dx.len(), n_blocks);
     }
 
     fn row(&self, t: usize) -> ActRow<'_> {
@@ -266,6 +310,9 @@ pub fn matmul_at(
     }
     check_len("activation columns", w.n_cols, acts.n_cols)?;
     check_len("matmul output", acts.n_tokens * w.n_rows, y.len())?;
+    if w.packed {
+        return matmul_packed(isa, pool, w, acts, y);
+    }
     let row_bytes = w.ty.row_size(w.n_cols)?;
     let n_rows = w.n_rows;
     let out = OutPtr(y.as_mut_ptr());
@@ -298,6 +345,103 @@ pub fn matmul_at(
         job.rest(r0, r1, t_tiled);
     });
     Ok(())
+}
+
+/// [`matmul_at`] for weights in the x16 layout: each thread takes a run of
+/// whole groups and sweeps every token past each group, two at a time. Tiers
+/// below AVX-512 turn each row back into the file's layout and use the plain
+/// kernels, which give the same bits.
+fn matmul_packed(
+    isa: simd::Isa,
+    pool: &ThreadPool,
+    w: &WeightView,
+    acts: &ActBuf,
+    y: &mut [f32],
+) -> Result<()> {
+    use crate::packed::{unpack_row, GROUP};
+    let row_bytes = w.ty.row_size(w.n_cols)?;
+    let group_bytes = GROUP * row_bytes;
+    let n_groups = w.n_rows / GROUP;
+    let (n_rows, n_cols, n_tokens) = (w.n_rows, w.n_cols, acts.n_tokens);
+    let out = OutPtr(y.as_mut_ptr());
+    let n_threads = pool.n_threads();
+    let fast = isa.min(simd::detect_cached()) == simd::Isa::Avx512;
+    pool.run(|tid| {
+        #[allow(clippy::redundant_locals)]
+        let out = out;
+        let per = n_groups.div_ceil(n_threads);
+        let (g0, g1) = ((tid * per).min(n_groups), ((tid + 1) * per).min(n_groups));
+        // SAFETY (both stores): `t * n_rows + r` < y.len() (checked by
+        // `matmul_at`), and the rows of groups g0..g1 belong to this thread.
+        let store = |r: usize, t: usize, v: f32| unsafe { *out.0.add(t * n_rows + r) = v };
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            let groups = &w.data[g0 * group_bytes..g1 * group_bytes];
+            match w.ty {
+                GgmlType::Q4_0 => packed_groups::<true>(groups, g0, n_cols, acts, &store),
+                _ => packed_groups::<false>(groups, g0, n_cols, acts, &store),
+            }
+            return;
+        }
+        let _ = fast;
+        let mut row = vec![0u8; row_bytes];
+        for r in g0 * GROUP..g1 * GROUP {
+            unpack_row(w.ty, w.data, n_cols, r, &mut row);
+            for t in 0..n_tokens {
+                store(r, t, vec_dot_at(isa, w.ty, n_cols, &row, acts.row(t)));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The AVX-512 sweep over the groups in `groups` (the first is group `g0`).
+#[cfg(target_arch = "x86_64")]
+fn packed_groups<const Q4: bool>(
+    groups: &[u8],
+    g0: usize,
+    n_cols: usize,
+    acts: &ActBuf,
+    store: &impl Fn(usize, usize, f32),
+) {
+    use crate::packed::{avx512::group, GROUP};
+    let nb = n_cols / 32;
+    let n_tokens = acts.n_tokens;
+    let gb = nb * GROUP * if Q4 { 18 } else { 34 };
+    let x = |t: usize| acts.bytes[t * acts.row_bytes..].as_ptr();
+    let dx = |t: usize| acts.dx[t * nb..].as_ptr();
+    let corr = |t: usize| acts.corr[t * nb * 16..].as_ptr();
+    for (i, g) in groups.chunks_exact(gb).enumerate() {
+        let r0 = (g0 + i) * GROUP;
+        let mut t = 0;
+        while t + 2 <= n_tokens {
+            // SAFETY: AVX-512 with VNNI is present (the caller checked);
+            // `g` holds the group's `nb` blocks and each activation row,
+            // scale and correction row `nb` blocks.
+            let v = unsafe {
+                group::<Q4, 2>(
+                    nb,
+                    g.as_ptr(),
+                    [x(t), x(t + 1)],
+                    [dx(t), dx(t + 1)],
+                    [corr(t), corr(t + 1)],
+                )
+            };
+            for (j, row) in v.iter().enumerate() {
+                for (k, &val) in row.iter().enumerate() {
+                    store(r0 + k, t + j, val);
+                }
+            }
+            t += 2;
+        }
+        if t < n_tokens {
+            // SAFETY: as above.
+            let v = unsafe { group::<Q4, 1>(nb, g.as_ptr(), [x(t)], [dx(t)], [corr(t)]) };
+            for (k, &val) in v[0].iter().enumerate() {
+                store(r0 + k, t, val);
+            }
+        }
+    }
 }
 
 /// One thread's share of a matrix product: rows `r0..r1` of `w` against

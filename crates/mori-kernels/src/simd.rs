@@ -141,7 +141,7 @@ static DETECTED: AtomicU8 = AtomicU8::new(0);
 
 /// [`detect`], remembered.
 #[inline]
-fn detect_cached() -> Isa {
+pub(crate) fn detect_cached() -> Isa {
     match DETECTED.load(Ordering::Relaxed) {
         1 => Isa::Scalar,
         2 => Isa::Avx2,

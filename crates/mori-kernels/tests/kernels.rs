@@ -268,3 +268,51 @@ fn q8_0_block_is_ggml_layout() {
     assert_eq!(q[3] as i8, -64);
     assert_eq!(q[4] as i8, 1);
 }
+
+/// Q4_0 and Q8_0 weights repacked in groups of 16 rows give, in every tier
+/// and for any number of tokens and threads, exactly the bits of the scalar
+/// product on the file's layout, with extreme values (a `-128` Q8_0 weight,
+/// activations at ±127) included.
+#[test]
+fn packed_weights_give_the_plain_bits_in_every_tier() {
+    use mori_kernels::matmul_at;
+    use mori_kernels::packed::pack;
+    use mori_kernels::simd::Isa;
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let (n_rows, n_cols) = (48, 2048 + 96);
+        let mut w = data(n_rows * n_cols, 11);
+        w[5] = 40.0; // a block whose largest value is far from the rest
+        let mut wq: Vec<u8> = w.chunks(n_cols).flat_map(|r| quant(ty, r)).collect();
+        if ty == GgmlType::Q8_0 {
+            wq[2] = 0x80; // -128: never written by the quantizer, valid in a file
+        }
+        let packed = pack(ty, &wq, n_rows, n_cols, 2).unwrap();
+        let plain = WeightView::new(ty, &wq, n_rows, n_cols).unwrap();
+        let view = WeightView::packed(ty, &packed, n_rows, n_cols).unwrap();
+        for n_tokens in [1, 2, 3, 8] {
+            let mut x = data(n_tokens * n_cols, 12 + n_tokens as u64);
+            x[0] = 1000.0;
+            x[1] = -1000.0;
+            let mut acts = ActBuf::new();
+            acts.prepare(ty, &x, n_tokens, n_cols).unwrap();
+            let mut want = vec![0.0f32; n_tokens * n_rows];
+            matmul_at(Isa::Scalar, &ThreadPool::new(1), &plain, &acts, &mut want).unwrap();
+            for isa in Isa::available() {
+                for threads in [1, 2, 3] {
+                    let mut got = vec![0.0f32; n_tokens * n_rows];
+                    matmul_at(isa, &ThreadPool::new(threads), &view, &acts, &mut got).unwrap();
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} {isa:?} {n_tokens} tokens {threads} threads");
+                }
+            }
+        }
+        let eight = ty.row_size(n_cols).unwrap() * 8;
+        assert!(
+            WeightView::packed(ty, &wq[..eight], 8, n_cols).is_err(),
+            "8 rows"
+        );
+    }
+}

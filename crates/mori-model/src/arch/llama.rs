@@ -70,10 +70,11 @@ impl Llama {
         let f = &*file;
         let (d, hd) = (hp.n_embd, hp.head_dim);
         let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
-        let tok_embd = Linear::load(f, "token_embd.weight", d, hp.n_vocab)?;
+        let tok_embd = Linear::load_in_place(f, "token_embd.weight", d, hp.n_vocab)?;
         let output = match Linear::load_opt(f, "output.weight", d, hp.n_vocab)? {
             Some(w) => w,
-            None => tok_embd.clone(),
+            // Tied: the embedding again, as a product's weight.
+            None => Linear::load(f, "token_embd.weight", d, hp.n_vocab)?,
         };
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {

@@ -73,18 +73,53 @@ pub fn forward_in_batches(
     Ok(out)
 }
 
-/// A 2-D weight read in place from the file: `n_rows` rows of `n_cols` elements.
+/// A 2-D weight: `n_rows` rows of `n_cols` elements, read in place from the
+/// file, or repacked once at load for the AVX-512 kernels (Q4_0, Q8_0; see
+/// `mori_kernels::packed`), which give the same bits.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub info: TensorInfo,
     pub ty: GgmlType,
     pub n_rows: usize,
     pub n_cols: usize,
+    packed: Option<Arc<Packed>>,
+}
+
+/// A repacked copy of a weight matrix.
+struct Packed(Vec<u8>);
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({} bytes)", self.0.len())
+    }
+}
+
+/// Whether matrices are repacked at load: where the AVX-512 kernels run,
+/// unless `MORI_REPACK=0` (to compare, or to keep the load a plain mapping).
+fn repack_enabled() -> bool {
+    mori_kernels::simd::level() == mori_kernels::simd::Isa::Avx512
+        && std::env::var("MORI_REPACK").as_deref() != Ok("0")
 }
 
 impl Linear {
-    /// The tensor `name`, which must be `[n_cols, n_rows]` in GGUF order.
+    /// The tensor `name`, which must be `[n_cols, n_rows]` in GGUF order, as
+    /// the weight of a matrix product: repacked where that pays (the file's
+    /// pages of it are then released).
     pub fn load(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Linear> {
+        let mut l = Linear::load_in_place(f, name, n_cols, n_rows)?;
+        if repack_enabled() && mori_kernels::packed::packable(l.ty, n_rows, n_cols) {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let bytes =
+                mori_kernels::packed::pack(l.ty, f.tensor_data(&l.info), n_rows, n_cols, threads)?;
+            f.release(&l.info);
+            l.packed = Some(Arc::new(Packed(bytes)));
+        }
+        Ok(l)
+    }
+
+    /// [`Linear::load`] without repacking: a table read a row at a time
+    /// (the token embedding).
+    pub fn load_in_place(f: &GgufFile, name: &str, n_cols: usize, n_rows: usize) -> Result<Linear> {
         let (info, _) = f.tensor(name)?;
         check_shape(f, info, &[n_cols as u64, n_rows as u64])?;
         Ok(Linear {
@@ -92,6 +127,7 @@ impl Linear {
             ty: info.ty,
             n_rows,
             n_cols,
+            packed: None,
         })
     }
 
@@ -108,7 +144,10 @@ impl Linear {
         }
     }
 
-    pub fn view<'a>(&self, f: &'a GgufFile) -> Result<WeightView<'a>> {
+    pub fn view<'a>(&'a self, f: &'a GgufFile) -> Result<WeightView<'a>> {
+        if let Some(p) = &self.packed {
+            return Ok(WeightView::packed(self.ty, &p.0, self.n_rows, self.n_cols)?);
+        }
         Ok(WeightView::new(
             self.ty,
             f.tensor_data(&self.info),
