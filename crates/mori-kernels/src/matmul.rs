@@ -164,9 +164,17 @@ impl<'a> WeightView<'a> {
                 "{ty} weights of {n_rows} × {n_cols} have no repacked layout"
             )));
         }
+        check_len(
+            "repacked weight bytes",
+            crate::packed::packed_size(ty, n_rows, n_cols),
+            data.len(),
+        )?;
         Ok(WeightView {
+            ty,
+            data,
+            n_rows,
+            n_cols,
             packed: true,
-            ..WeightView::new(ty, data, n_rows, n_cols)?
         })
     }
 
@@ -190,6 +198,9 @@ pub struct ActBuf {
     /// its 16 lane corrections (`-8·Σ`, then `-128·Σ`, of each lane's 4 values).
     dx: Vec<f32>,
     corr: Vec<i32>,
+    /// Q8_K activations, for repacked Q4_K weights: per block, 4 dwords of the
+    /// sub-block sum pairs `(Σ sub 2k, Σ sub 2k+1)` as i16 (see `packed`).
+    ksub: Vec<i32>,
 }
 
 impl ActBuf {
@@ -233,6 +244,17 @@ impl ActBuf {
             }
             if ty == GgmlType::Q8_0 {
                 self.prepare_lanes();
+            }
+            if ty == GgmlType::Q8K {
+                self.ksub.clear();
+                for xb in self.bytes.chunks_exact(292) {
+                    let bsum =
+                        |g: usize| i16::from_le_bytes([xb[260 + 2 * g], xb[261 + 2 * g]]) as i32;
+                    // A sub-block's 32 values sum to at most 32·127 in magnitude: an i16.
+                    let sub = |j: usize| (bsum(2 * j) + bsum(2 * j + 1)) as i16 as u16 as u32;
+                    self.ksub
+                        .extend((0..4).map(|k| (sub(2 * k) | (sub(2 * k + 1) << 16)) as i32));
+                }
             }
         }
         self.ty = Some(ty);
@@ -360,7 +382,7 @@ fn matmul_packed(
 ) -> Result<()> {
     use crate::packed::{unpack_row, GROUP};
     let row_bytes = w.ty.row_size(w.n_cols)?;
-    let group_bytes = GROUP * row_bytes;
+    let group_bytes = crate::packed::group_bytes(w.ty, w.n_cols);
     let n_groups = w.n_rows / GROUP;
     let (n_rows, n_cols, n_tokens) = (w.n_rows, w.n_cols, acts.n_tokens);
     let out = OutPtr(y.as_mut_ptr());
@@ -377,10 +399,7 @@ fn matmul_packed(
         #[cfg(target_arch = "x86_64")]
         if fast {
             let groups = &w.data[g0 * group_bytes..g1 * group_bytes];
-            match w.ty {
-                GgmlType::Q4_0 => packed_groups::<true>(groups, g0, n_cols, acts, &store),
-                _ => packed_groups::<false>(groups, g0, n_cols, acts, &store),
-            }
+            packed_groups(w.ty, groups, group_bytes, g0, n_cols, acts, &store);
             return;
         }
         let _ = fast;
@@ -395,50 +414,70 @@ fn matmul_packed(
     Ok(())
 }
 
-/// The AVX-512 sweep over the groups in `groups` (the first is group `g0`).
+/// The AVX-512 sweep over the groups in `groups` (the first is group `g0`):
+/// two tokens at a time, then the odd one.
 #[cfg(target_arch = "x86_64")]
-fn packed_groups<const Q4: bool>(
+fn packed_groups(
+    ty: GgmlType,
     groups: &[u8],
+    group_bytes: usize,
     g0: usize,
     n_cols: usize,
     acts: &ActBuf,
     store: &impl Fn(usize, usize, f32),
 ) {
-    use crate::packed::{avx512::group, GROUP};
-    let nb = n_cols / 32;
+    use crate::packed::{avx512, GROUP};
     let n_tokens = acts.n_tokens;
-    let gb = nb * GROUP * if Q4 { 18 } else { 34 };
+    let nb32 = n_cols / 32;
+    let nb256 = n_cols / 256;
     let x = |t: usize| acts.bytes[t * acts.row_bytes..].as_ptr();
-    let dx = |t: usize| acts.dx[t * nb..].as_ptr();
-    let corr = |t: usize| acts.corr[t * nb * 16..].as_ptr();
-    for (i, g) in groups.chunks_exact(gb).enumerate() {
+    let dx = |t: usize| acts.dx[t * nb32..].as_ptr();
+    let corr = |t: usize| acts.corr[t * nb32 * 16..].as_ptr();
+    let ksub = |t: usize| acts.ksub[t * nb256 * 4..].as_ptr();
+    // SAFETY (every call): AVX-512 with VNNI is present (the caller checked);
+    // `g` holds the group's blocks and each activation row and its prepared
+    // scales, corrections or sums as many blocks (`matmul_at` checked the
+    // activations' type and length).
+    let two = |g: *const u8, t: usize| unsafe {
+        match ty {
+            GgmlType::Q4_0 => avx512::group::<true, 2>(
+                nb32,
+                g,
+                [x(t), x(t + 1)],
+                [dx(t), dx(t + 1)],
+                [corr(t), corr(t + 1)],
+            ),
+            GgmlType::Q8_0 => avx512::group::<false, 2>(
+                nb32,
+                g,
+                [x(t), x(t + 1)],
+                [dx(t), dx(t + 1)],
+                [corr(t), corr(t + 1)],
+            ),
+            _ => avx512::group_q4k::<2>(nb256, g, [x(t), x(t + 1)], [ksub(t), ksub(t + 1)]),
+        }
+    };
+    let one = |g: *const u8, t: usize| unsafe {
+        match ty {
+            GgmlType::Q4_0 => avx512::group::<true, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
+            GgmlType::Q8_0 => avx512::group::<false, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
+            _ => avx512::group_q4k::<1>(nb256, g, [x(t)], [ksub(t)]),
+        }
+    };
+    for (i, g) in groups.chunks_exact(group_bytes).enumerate() {
         let r0 = (g0 + i) * GROUP;
         let mut t = 0;
         while t + 2 <= n_tokens {
-            // SAFETY: AVX-512 with VNNI is present (the caller checked);
-            // `g` holds the group's `nb` blocks and each activation row,
-            // scale and correction row `nb` blocks.
-            let v = unsafe {
-                group::<Q4, 2>(
-                    nb,
-                    g.as_ptr(),
-                    [x(t), x(t + 1)],
-                    [dx(t), dx(t + 1)],
-                    [corr(t), corr(t + 1)],
-                )
-            };
-            for (j, row) in v.iter().enumerate() {
-                for (k, &val) in row.iter().enumerate() {
-                    store(r0 + k, t + j, val);
+            for (j, row) in two(g.as_ptr(), t).iter().enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    store(r0 + k, t + j, v);
                 }
             }
             t += 2;
         }
         if t < n_tokens {
-            // SAFETY: as above.
-            let v = unsafe { group::<Q4, 1>(nb, g.as_ptr(), [x(t)], [dx(t)], [corr(t)]) };
-            for (k, &val) in v[0].iter().enumerate() {
-                store(r0 + k, t, val);
+            for (k, &v) in one(g.as_ptr(), t)[0].iter().enumerate() {
+                store(r0 + k, t, v);
             }
         }
     }

@@ -20,8 +20,14 @@
 //! - Q8_0: 8 chunks of 64 bytes; chunk j holds bytes `4j .. 4j + 4` of each
 //!   row (lane j), stored as `q + 128` (unsigned, for `vpdpbusd`).
 //!
-//! A group takes as many bytes as its 16 rows did, so the repacked matrix is
-//! the size of the file's.
+//! - Q4_K (super-blocks of 256): 32 bytes of the rows' f16 `d`, 32 of their
+//!   f16 `dmin`, the 6-bit scales and mins unpacked to bytes (128 each,
+//!   `[sub-block][row]`), then 32 chunks of 64 bytes: chunk (c, j) holds
+//!   bytes `32c + 4j .. + 4` of each row's 128 packed bytes (low nibbles:
+//!   sub-block 2c, high: 2c + 1; both lane j).
+//!
+//! A Q4_0 or Q8_0 group takes as many bytes as its 16 rows did; a Q4_K group
+//! 64 bytes more per super-block (2.8%).
 //!
 //! The unsigned levels `u = q + o` (o = 8 for Q4_0, 128 for Q8_0) give
 //! `Σ q·x = Σ u·x - o·Σ x`: the activation's per-lane sums times `-o` are
@@ -34,21 +40,44 @@ use crate::{Error, GgmlType, Result};
 /// Rows per group.
 pub const GROUP: usize = 16;
 
-/// Whether weights of type `ty`, `n_rows × n_cols`, can be repacked.
-pub fn packable(ty: GgmlType, n_rows: usize, n_cols: usize) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
-        && n_rows > 0
-        && n_rows.is_multiple_of(GROUP)
-        && n_cols > 0
-        && n_cols.is_multiple_of(32)
+/// Elements per block, bytes of one row's block in the file, and bytes of a
+/// group's block when repacked; `None` for types without a repacked layout.
+fn geometry(ty: GgmlType) -> Option<(usize, usize, usize)> {
+    match ty {
+        GgmlType::Q4_0 => Some((32, 18, 16 * 18)),
+        GgmlType::Q8_0 => Some((32, 34, 16 * 34)),
+        GgmlType::Q4K => Some((256, 144, Q4K_GROUP_BLOCK)),
+        _ => None,
+    }
 }
 
-/// Bytes of one block of a weight row of `ty` (Q4_0: 18, Q8_0: 34).
-fn block_bytes(ty: GgmlType) -> usize {
-    match ty {
-        GgmlType::Q4_0 => 18,
-        _ => 34,
+/// Bytes of a Q4_K group's super-block: d, dmin, scales, mins, 32 chunks.
+const Q4K_GROUP_BLOCK: usize = 32 + 32 + 128 + 128 + 32 * 64;
+/// Offset of the chunks in a Q4_K group's super-block.
+const Q4K_CHUNKS: usize = 320;
+
+/// Whether weights of type `ty`, `n_rows × n_cols`, can be repacked.
+pub fn packable(ty: GgmlType, n_rows: usize, n_cols: usize) -> bool {
+    match geometry(ty) {
+        Some((qk, _, _)) => {
+            n_rows > 0 && n_rows.is_multiple_of(GROUP) && n_cols > 0 && n_cols.is_multiple_of(qk)
+        }
+        None => false,
     }
+}
+
+/// Bytes of a repacked `n_rows × n_cols` matrix of `ty` (0 if not packable).
+pub fn packed_size(ty: GgmlType, n_rows: usize, n_cols: usize) -> usize {
+    if !packable(ty, n_rows, n_cols) {
+        return 0;
+    }
+    let (qk, _, gb) = geometry(ty).expect("packable");
+    n_rows / GROUP * (n_cols / qk) * gb
+}
+
+/// Bytes of one repacked group of `n_cols` columns.
+pub fn group_bytes(ty: GgmlType, n_cols: usize) -> usize {
+    geometry(ty).map_or(0, |(qk, _, gb)| n_cols / qk * gb)
 }
 
 /// Repacks `data` (`n_rows` rows of `n_cols` elements of `ty`, as in a GGUF
@@ -65,8 +94,8 @@ pub fn pack(
             "{ty} weights of {n_rows} × {n_cols} cannot be repacked in groups of {GROUP} rows"
         )));
     }
-    let bb = block_bytes(ty);
-    let nb = n_cols / 32;
+    let (qk, bb, _) = geometry(ty).expect("packable");
+    let nb = n_cols / qk;
     let row_bytes = nb * bb;
     if data.len() != row_bytes * n_rows {
         return Err(Error::Size {
@@ -75,21 +104,25 @@ pub fn pack(
             got: data.len(),
         });
     }
-    let group_bytes = GROUP * row_bytes;
-    let mut out = vec![0u8; data.len()];
+    let (src_group, dst_group) = (GROUP * row_bytes, group_bytes(ty, n_cols));
+    let mut out = vec![0u8; packed_size(ty, n_rows, n_cols)];
     let n_groups = n_rows / GROUP;
     let per = n_groups.div_ceil(n_threads.max(1));
     std::thread::scope(|s| {
         for (src, dst) in data
-            .chunks(per * group_bytes)
-            .zip(out.chunks_mut(per * group_bytes))
+            .chunks(per * src_group)
+            .zip(out.chunks_mut(per * dst_group))
         {
             s.spawn(move || {
                 for (g, d) in src
-                    .chunks_exact(group_bytes)
-                    .zip(dst.chunks_exact_mut(group_bytes))
+                    .chunks_exact(src_group)
+                    .zip(dst.chunks_exact_mut(dst_group))
                 {
-                    pack_group(ty, g, d, nb);
+                    if ty == GgmlType::Q4K {
+                        pack_group_q4k(g, d, nb);
+                    } else {
+                        pack_group(ty, g, d, nb);
+                    }
                 }
             });
         }
@@ -97,9 +130,53 @@ pub fn pack(
     Ok(out)
 }
 
+/// One Q4_K group (see the layout above).
+fn pack_group_q4k(src: &[u8], dst: &mut [u8], nb: usize) {
+    let row_bytes = nb * 144;
+    for b in 0..nb {
+        let d = &mut dst[b * Q4K_GROUP_BLOCK..(b + 1) * Q4K_GROUP_BLOCK];
+        for r in 0..GROUP {
+            let blk = &src[r * row_bytes + b * 144..r * row_bytes + (b + 1) * 144];
+            d[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+            d[32 + 2 * r..34 + 2 * r].copy_from_slice(&blk[2..4]);
+            for sub in 0..8 {
+                let (sc, m) = crate::kquants::scale_min_k4(sub, &blk[4..16]);
+                d[64 + 16 * sub + r] = sc;
+                d[192 + 16 * sub + r] = m;
+            }
+            for c in 0..4 {
+                for j in 0..8 {
+                    let at = Q4K_CHUNKS + (8 * c + j) * 64 + 4 * r;
+                    d[at..at + 4].copy_from_slice(&blk[16 + 32 * c + 4 * j..20 + 32 * c + 4 * j]);
+                }
+            }
+        }
+    }
+}
+
+/// Row `rr` of one Q4_K group block back in the file's 144 bytes.
+fn unpack_q4k(d: &[u8], rr: usize, blk: &mut [u8]) {
+    blk[0..2].copy_from_slice(&d[2 * rr..2 * rr + 2]);
+    blk[2..4].copy_from_slice(&d[32 + 2 * rr..34 + 2 * rr]);
+    let sc = |sub: usize| d[64 + 16 * sub + rr];
+    let m = |sub: usize| d[192 + 16 * sub + rr];
+    // The inverse of `scale_min_k4`: every bit of the 12 bytes is used.
+    for j in 0..4 {
+        blk[4 + j] = (sc(j) & 63) | ((sc(j + 4) >> 4) << 6);
+        blk[8 + j] = (m(j) & 63) | ((m(j + 4) >> 4) << 6);
+        blk[12 + j] = (sc(j + 4) & 0x0f) | ((m(j + 4) & 0x0f) << 4);
+    }
+    for c in 0..4 {
+        for j in 0..8 {
+            let at = Q4K_CHUNKS + (8 * c + j) * 64 + 4 * rr;
+            blk[16 + 32 * c + 4 * j..20 + 32 * c + 4 * j].copy_from_slice(&d[at..at + 4]);
+        }
+    }
+}
+
 /// One group: `src` is 16 plain rows, `dst` the same bytes in the x16 layout.
 fn pack_group(ty: GgmlType, src: &[u8], dst: &mut [u8], nb: usize) {
-    let bb = block_bytes(ty);
+    let (_, bb, _) = geometry(ty).expect("packable");
     let row_bytes = nb * bb;
     for b in 0..nb {
         let d = &mut dst[b * GROUP * bb..(b + 1) * GROUP * bb];
@@ -119,10 +196,20 @@ fn pack_group(ty: GgmlType, src: &[u8], dst: &mut [u8], nb: usize) {
 
 /// Row `r` of a repacked matrix back in the file's layout (`out`: one row's bytes).
 pub fn unpack_row(ty: GgmlType, packed: &[u8], n_cols: usize, r: usize, out: &mut [u8]) {
-    let bb = block_bytes(ty);
-    let nb = n_cols / 32;
-    let g = &packed[(r / GROUP) * GROUP * nb * bb..];
+    let (qk, bb, gbb) = geometry(ty).expect("a packable type");
+    let nb = n_cols / qk;
+    let g = &packed[(r / GROUP) * nb * gbb..];
     let rr = r % GROUP;
+    if ty == GgmlType::Q4K {
+        for b in 0..nb {
+            unpack_q4k(
+                &g[b * gbb..(b + 1) * gbb],
+                rr,
+                &mut out[b * bb..(b + 1) * bb],
+            );
+        }
+        return;
+    }
     for b in 0..nb {
         let d = &g[b * GROUP * bb..(b + 1) * GROUP * bb];
         let blk = &mut out[b * bb..(b + 1) * bb];
@@ -191,14 +278,107 @@ pub(crate) mod avx512 {
         }
         let mut out = [[0.0f32; 16]; T];
         for t in 0..T {
-            let a = &acc[t];
-            // quants::hsum8: halves, then pairs.
-            let r0 = _mm512_add_ps(a[4], a[0]);
-            let r1 = _mm512_add_ps(a[5], a[1]);
-            let r2 = _mm512_add_ps(a[6], a[2]);
-            let r3 = _mm512_add_ps(a[7], a[3]);
-            let s = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
-            _mm512_storeu_ps(out[t].as_mut_ptr(), s);
+            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
+        }
+        out
+    }
+
+    /// `quants::hsum8` of 8 lane registers: halves, then pairs.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn hsum8(a: &[__m512; 8]) -> __m512 {
+        let r0 = _mm512_add_ps(a[4], a[0]);
+        let r1 = _mm512_add_ps(a[5], a[1]);
+        let r2 = _mm512_add_ps(a[6], a[2]);
+        let r3 = _mm512_add_ps(a[7], a[3]);
+        _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3))
+    }
+
+    /// 16 bytes (one per row) as 16 dwords holding the value in both halves.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn twice(p: *const u8) -> __m512i {
+        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
+    }
+
+    /// 2 × 16 bytes (one per row each) as 16 dwords: the first in the low
+    /// half, the second in the high.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn pair(p: *const u8, q: *const u8) -> __m512i {
+        let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+        let hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
+        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16))
+    }
+
+    /// Q4_K: one group with `T` Q8_K activation rows (`x[t]`: 292-byte
+    /// blocks; `ksub[t]`: per block, 4 dwords of the sub-block sum pairs
+    /// `(Σ sub 2k, Σ sub 2k+1)` as i16) over `nb` super-blocks.
+    ///
+    /// Each lane's integer sum takes the sub-block scale per 4-element step:
+    /// `vpmaddubsw` makes pair sums, `vpdpwssd` multiplies them by the scale
+    /// (held in both halves of the row's dword) and accumulates: the same
+    /// integers as `kquants::vec_dot_q4_k_q8_k_scalar`'s lanes.
+    ///
+    /// # Safety
+    /// As [`group`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn group_q4k<const T: usize>(
+        nb: usize,
+        g: *const u8,
+        x: [*const u8; T],
+        ksub: [*const i32; T],
+    ) -> [[f32; 16]; T] {
+        let mut acc = [[_mm512_setzero_ps(); 8]; T];
+        let mut acc_m = [[_mm512_setzero_ps(); 4]; T];
+        let low = _mm512_set1_epi8(0x0f);
+        for b in 0..nb {
+            let gb = g.add(b * super::Q4K_GROUP_BLOCK);
+            let mut lanes = [[_mm512_setzero_si512(); 8]; T];
+            for c in 0..4 {
+                let s_lo = twice(gb.add(64 + 16 * 2 * c));
+                let s_hi = twice(gb.add(64 + 16 * (2 * c + 1)));
+                for j in 0..8 {
+                    let w = _mm512_loadu_si512(
+                        gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _
+                    );
+                    let lo = _mm512_and_si512(w, low);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+                    for t in 0..T {
+                        let xb = x[t].add(b * 292 + 4 + 64 * c + 4 * j);
+                        let xl = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                        let xh = _mm512_set1_epi32((xb.add(32) as *const i32).read_unaligned());
+                        let l =
+                            _mm512_dpwssd_epi32(lanes[t][j], _mm512_maddubs_epi16(lo, xl), s_lo);
+                        lanes[t][j] = _mm512_dpwssd_epi32(l, _mm512_maddubs_epi16(hi, xh), s_hi);
+                    }
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+            let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
+            let mins: [__m512i; 4] = std::array::from_fn(|k| {
+                pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1)))
+            });
+            for t in 0..T {
+                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+                let d = _mm512_mul_ps(_mm512_set1_ps(dx), dw);
+                let dm = _mm512_mul_ps(_mm512_set1_ps(-dx), dmw);
+                for k in 0..8 {
+                    acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[t][k]), acc[t][k]);
+                }
+                for k in 0..4 {
+                    let s = _mm512_set1_epi32(*ksub[t].add(b * 4 + k));
+                    let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[k], s);
+                    acc_m[t][k] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), acc_m[t][k]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 16]; T];
+        for t in 0..T {
+            let m = &acc_m[t];
+            let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
+            _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_add_ps(hsum8(&acc[t]), mins));
         }
         out
     }
@@ -210,12 +390,15 @@ mod tests {
 
     #[test]
     fn pack_round_trips_and_keeps_the_size() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-            let (n_rows, n_cols) = (48, 96);
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K] {
+            let (n_rows, n_cols) = (48, 512);
             let bytes = ty.row_size(n_cols).unwrap() * n_rows;
             let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 13) as u8).collect();
             let p = pack(ty, &data, n_rows, n_cols, 2).unwrap();
-            assert_eq!(p.len(), data.len());
+            assert_eq!(p.len(), packed_size(ty, n_rows, n_cols));
+            if ty != GgmlType::Q4K {
+                assert_eq!(p.len(), data.len());
+            }
             let rb = ty.row_size(n_cols).unwrap();
             let mut row = vec![0u8; rb];
             for r in 0..n_rows {
@@ -224,6 +407,6 @@ mod tests {
             }
         }
         assert!(pack(GgmlType::Q4_0, &[0u8; 18 * 8], 8, 32, 1).is_err());
-        assert!(pack(GgmlType::Q4K, &[0u8; 144 * 16], 16, 256, 1).is_err());
+        assert!(pack(GgmlType::Q6K, &[0u8; 210 * 16], 16, 256, 1).is_err());
     }
 }

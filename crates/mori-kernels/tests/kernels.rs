@@ -269,7 +269,7 @@ fn q8_0_block_is_ggml_layout() {
     assert_eq!(q[4] as i8, 1);
 }
 
-/// Q4_0 and Q8_0 weights repacked in groups of 16 rows give, in every tier
+/// Q4_0, Q8_0 and Q4_K weights repacked in groups of 16 rows give, in every tier
 /// and for any number of tokens and threads, exactly the bits of the scalar
 /// product on the file's layout, with extreme values (a `-128` Q8_0 weight,
 /// activations at ±127) included.
@@ -278,8 +278,8 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
     use mori_kernels::matmul_at;
     use mori_kernels::packed::pack;
     use mori_kernels::simd::Isa;
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-        let (n_rows, n_cols) = (48, 2048 + 96);
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K] {
+        let (n_rows, n_cols) = (48, 2048 + 256);
         let mut w = data(n_rows * n_cols, 11);
         w[5] = 40.0; // a block whose largest value is far from the rest
         let mut wq: Vec<u8> = w.chunks(n_cols).flat_map(|r| quant(ty, r)).collect();
@@ -293,6 +293,7 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
             let mut x = data(n_tokens * n_cols, 12 + n_tokens as u64);
             x[0] = 1000.0;
             x[1] = -1000.0;
+            x[300..332].iter_mut().for_each(|v| *v = -1000.0); // a sub-block at -127
             let mut acts = ActBuf::new();
             acts.prepare(ty, &x, n_tokens, n_cols).unwrap();
             let mut want = vec![0.0f32; n_tokens * n_rows];
