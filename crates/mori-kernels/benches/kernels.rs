@@ -170,7 +170,13 @@ fn matmat(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("matmat_2048x2048x{tokens}_{threads}threads"));
     g.sample_size(10);
     g.throughput(Throughput::Elements((rows * cols * tokens) as u64));
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::F16] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+        GgmlType::F16,
+    ] {
         let wq: Vec<u8> = w.chunks(cols).flat_map(|r| quant(ty, r)).collect();
         let view = WeightView::new(ty, &wq, rows, cols).unwrap();
         let mut acts = ActBuf::new();

@@ -459,13 +459,28 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) -> crate::Result<()> {
 
 /// The 6-bit level (0..63) of element `i` (0..256) of a Q6_K block.
 #[inline]
-fn q6_level(xb: &[u8], i: usize) -> i32 {
+pub(crate) fn q6_level(xb: &[u8], i: usize) -> i32 {
     let (half, r) = (i / 128, i % 128);
     let (quarter, l) = (r / 32, r % 32);
     let ql = xb[64 * half + l + if quarter % 2 == 1 { 32 } else { 0 }];
     let lo = if quarter < 2 { ql & 0x0f } else { ql >> 4 };
     let hi = (xb[128 + 32 * half + l] >> (2 * quarter)) & 3;
     (lo | (hi << 4)) as i32
+}
+
+/// Writes the 6-bit level of element `i` into a Q6_K block (the inverse of
+/// [`q6_level`]: the 256 levels cover every bit of `ql` and `qh` once).
+pub(crate) fn set_q6_level(xb: &mut [u8], i: usize, level: u8) {
+    let (half, r) = (i / 128, i % 128);
+    let (quarter, l) = (r / 32, r % 32);
+    let at = 64 * half + l + if quarter % 2 == 1 { 32 } else { 0 };
+    xb[at] = if quarter < 2 {
+        (xb[at] & 0xf0) | (level & 0x0f)
+    } else {
+        (xb[at] & 0x0f) | ((level & 0x0f) << 4)
+    };
+    let h = &mut xb[128 + 32 * half + l];
+    *h = (*h & !(3 << (2 * quarter))) | (((level >> 4) & 3) << (2 * quarter));
 }
 
 pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) -> crate::Result<()> {

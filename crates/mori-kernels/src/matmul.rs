@@ -201,6 +201,9 @@ pub struct ActBuf {
     /// Q8_K activations, for repacked Q4_K weights: per block, 4 dwords of the
     /// sub-block sum pairs `(Σ sub 2k, Σ sub 2k+1)` as i16 (see `packed`).
     ksub: Vec<i32>,
+    /// Q8_K activations, for repacked Q6_K weights: per block, 8 dwords
+    /// `(-16·Σ group 2k, -16·Σ group 2k+1)` as i16 (see `packed`).
+    q6c: Vec<i32>,
 }
 
 impl ActBuf {
@@ -246,15 +249,7 @@ impl ActBuf {
                 self.prepare_lanes();
             }
             if ty == GgmlType::Q8K {
-                self.ksub.clear();
-                for xb in self.bytes.chunks_exact(292) {
-                    let bsum =
-                        |g: usize| i16::from_le_bytes([xb[260 + 2 * g], xb[261 + 2 * g]]) as i32;
-                    // A sub-block's 32 values sum to at most 32·127 in magnitude: an i16.
-                    let sub = |j: usize| (bsum(2 * j) + bsum(2 * j + 1)) as i16 as u16 as u32;
-                    self.ksub
-                        .extend((0..4).map(|k| (sub(2 * k) | (sub(2 * k + 1) << 16)) as i32));
-                }
+                self.prepare_k_sums();
             }
         }
         self.ty = Some(ty);
@@ -279,6 +274,24 @@ impl ActBuf {
             self.corr.extend(sums.iter().map(|s| -128 * s));
         }
         debug_assert_eq!(self.dx.len(), n_blocks);
+    }
+
+    /// The group-sum pairs of Q8_K activations (see the fields).
+    fn prepare_k_sums(&mut self) {
+        self.ksub.clear();
+        self.q6c.clear();
+        let halves =
+            |a: i32, b: i32| (a as i16 as u16 as u32 | ((b as i16 as u16 as u32) << 16)) as i32;
+        for xb in self.bytes.chunks_exact(292) {
+            let bsum = |g: usize| i16::from_le_bytes([xb[260 + 2 * g], xb[261 + 2 * g]]) as i32;
+            // Values are at most 127 in magnitude, so a sub-block's 32 sum to
+            // an i16, and 16 times a group's 16 too.
+            let sub = |j: usize| bsum(2 * j) + bsum(2 * j + 1);
+            self.ksub
+                .extend((0..4).map(|k| halves(sub(2 * k), sub(2 * k + 1))));
+            self.q6c
+                .extend((0..8).map(|k| halves(-16 * bsum(2 * k), -16 * bsum(2 * k + 1))));
+        }
     }
 
     fn row(&self, t: usize) -> ActRow<'_> {
@@ -434,6 +447,7 @@ fn packed_groups(
     let dx = |t: usize| acts.dx[t * nb32..].as_ptr();
     let corr = |t: usize| acts.corr[t * nb32 * 16..].as_ptr();
     let ksub = |t: usize| acts.ksub[t * nb256 * 4..].as_ptr();
+    let q6c = |t: usize| acts.q6c[t * nb256 * 8..].as_ptr();
     // SAFETY (every call): AVX-512 with VNNI is present (the caller checked);
     // `g` holds the group's blocks and each activation row and its prepared
     // scales, corrections or sums as many blocks (`matmul_at` checked the
@@ -454,14 +468,18 @@ fn packed_groups(
                 [dx(t), dx(t + 1)],
                 [corr(t), corr(t + 1)],
             ),
-            _ => avx512::group_q4k::<2>(nb256, g, [x(t), x(t + 1)], [ksub(t), ksub(t + 1)]),
+            GgmlType::Q4K => {
+                avx512::group_q4k::<2>(nb256, g, [x(t), x(t + 1)], [ksub(t), ksub(t + 1)])
+            }
+            _ => avx512::group_q6k::<2>(nb256, g, [x(t), x(t + 1)], [q6c(t), q6c(t + 1)]),
         }
     };
     let one = |g: *const u8, t: usize| unsafe {
         match ty {
             GgmlType::Q4_0 => avx512::group::<true, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
             GgmlType::Q8_0 => avx512::group::<false, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
-            _ => avx512::group_q4k::<1>(nb256, g, [x(t)], [ksub(t)]),
+            GgmlType::Q4K => avx512::group_q4k::<1>(nb256, g, [x(t)], [ksub(t)]),
+            _ => avx512::group_q6k::<1>(nb256, g, [x(t)], [q6c(t)]),
         }
     };
     for (i, g) in groups.chunks_exact(group_bytes).enumerate() {

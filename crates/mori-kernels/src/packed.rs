@@ -26,8 +26,15 @@
 //!   bytes `32c + 4j .. + 4` of each row's 128 packed bytes (low nibbles:
 //!   sub-block 2c, high: 2c + 1; both lane j).
 //!
-//! A Q4_0 or Q8_0 group takes as many bytes as its 16 rows did; a Q4_K group
-//! 64 bytes more per super-block (2.8%).
+//! - Q6_K (super-blocks of 256): 32 bytes of f16 `d`, the 16 scales of each
+//!   row (`[group][row]`, 256 bytes), 32 chunks of low 4 bits (chunk m: per
+//!   row, byte i holds elements `8m + i` and, high nibble, `8m + 4 + i`) and
+//!   16 chunks of high 2 bits (chunk m: per row, byte i holds at bits 2s
+//!   those of element `16m + 4s + i`). The -32 of the levels goes in per lane
+//!   through the activations' group sums, as the plain kernel takes it.
+//!
+//! A Q4_0, Q8_0 or Q6_K group takes as many bytes as its 16 rows did; a Q4_K
+//! group 64 bytes more per super-block (2.8%).
 //!
 //! The unsigned levels `u = q + o` (o = 8 for Q4_0, 128 for Q8_0) give
 //! `Σ q·x = Σ u·x - o·Σ x`: the activation's per-lane sums times `-o` are
@@ -47,6 +54,7 @@ fn geometry(ty: GgmlType) -> Option<(usize, usize, usize)> {
         GgmlType::Q4_0 => Some((32, 18, 16 * 18)),
         GgmlType::Q8_0 => Some((32, 34, 16 * 34)),
         GgmlType::Q4K => Some((256, 144, Q4K_GROUP_BLOCK)),
+        GgmlType::Q6K => Some((256, 210, 16 * 210)),
         _ => None,
     }
 }
@@ -118,10 +126,10 @@ pub fn pack(
                     .chunks_exact(src_group)
                     .zip(dst.chunks_exact_mut(dst_group))
                 {
-                    if ty == GgmlType::Q4K {
-                        pack_group_q4k(g, d, nb);
-                    } else {
-                        pack_group(ty, g, d, nb);
+                    match ty {
+                        GgmlType::Q4K => pack_group_q4k(g, d, nb),
+                        GgmlType::Q6K => pack_group_q6k(g, d, nb),
+                        _ => pack_group(ty, g, d, nb),
                     }
                 }
             });
@@ -151,6 +159,55 @@ fn pack_group_q4k(src: &[u8], dst: &mut [u8], nb: usize) {
                 }
             }
         }
+    }
+}
+
+/// Offsets in a Q6_K group's super-block: scales, low bits, high bits.
+const Q6K_SCALES: usize = 32;
+const Q6K_LOW: usize = 32 + 256;
+const Q6K_HIGH: usize = 32 + 256 + 32 * 64;
+
+/// One Q6_K group (see the layout above).
+fn pack_group_q6k(src: &[u8], dst: &mut [u8], nb: usize) {
+    use crate::kquants::q6_level;
+    let row_bytes = nb * 210;
+    for b in 0..nb {
+        let d = &mut dst[b * 16 * 210..(b + 1) * 16 * 210];
+        for r in 0..GROUP {
+            let blk = &src[r * row_bytes + b * 210..r * row_bytes + (b + 1) * 210];
+            let lev = |e: usize| q6_level(blk, e) as u8;
+            d[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
+            for g in 0..16 {
+                d[Q6K_SCALES + 16 * g + r] = blk[192 + g];
+            }
+            for m in 0..32 {
+                for i in 0..4 {
+                    d[Q6K_LOW + 64 * m + 4 * r + i] =
+                        (lev(8 * m + i) & 0x0f) | ((lev(8 * m + 4 + i) & 0x0f) << 4);
+                }
+            }
+            for m in 0..16 {
+                for i in 0..4 {
+                    d[Q6K_HIGH + 64 * m + 4 * r + i] =
+                        (0..4).fold(0, |h, s| h | ((lev(16 * m + 4 * s + i) >> 4) << (2 * s)));
+                }
+            }
+        }
+    }
+}
+
+/// Row `rr` of one Q6_K group block back in the file's 210 bytes.
+fn unpack_q6k(d: &[u8], rr: usize, blk: &mut [u8]) {
+    blk[208..210].copy_from_slice(&d[2 * rr..2 * rr + 2]);
+    for g in 0..16 {
+        blk[192 + g] = d[Q6K_SCALES + 16 * g + rr];
+    }
+    for e in 0..256 {
+        let (m, i) = (e / 8, e % 8);
+        let low = d[Q6K_LOW + 64 * m + 4 * rr + i % 4] >> (4 * (i / 4)) & 0x0f;
+        let (m, s, i) = (e / 16, (e % 16) / 4, e % 4);
+        let high = (d[Q6K_HIGH + 64 * m + 4 * rr + i] >> (2 * s)) & 3;
+        crate::kquants::set_q6_level(blk, e, low | (high << 4));
     }
 }
 
@@ -200,13 +257,14 @@ pub fn unpack_row(ty: GgmlType, packed: &[u8], n_cols: usize, r: usize, out: &mu
     let nb = n_cols / qk;
     let g = &packed[(r / GROUP) * nb * gbb..];
     let rr = r % GROUP;
-    if ty == GgmlType::Q4K {
+    if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
         for b in 0..nb {
-            unpack_q4k(
-                &g[b * gbb..(b + 1) * gbb],
-                rr,
-                &mut out[b * bb..(b + 1) * bb],
-            );
+            let (d, blk) = (&g[b * gbb..(b + 1) * gbb], &mut out[b * bb..(b + 1) * bb]);
+            if ty == GgmlType::Q4K {
+                unpack_q4k(d, rr, blk);
+            } else {
+                unpack_q6k(d, rr, blk);
+            }
         }
         return;
     }
@@ -382,6 +440,109 @@ pub(crate) mod avx512 {
         }
         out
     }
+
+    /// 16 signed bytes (one per row) as 16 dwords holding the value as an
+    /// i16 in both halves.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn twice_signed(p: *const u8) -> __m512i {
+        let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm512_or_si512(
+            _mm512_and_si512(v, _mm512_set1_epi32(0xffff)),
+            _mm512_slli_epi32(v, 16),
+        )
+    }
+
+    /// Q6_K: one group with `T` Q8_K activation rows (`x[t]`: 292-byte
+    /// blocks; `q6c[t]`: per block, 8 dwords `(-16·Σ group 2k, -16·Σ group
+    /// 2k+1)` as i16) over `nb` super-blocks.
+    ///
+    /// Lane k's integer is `Σ scale·level·x - 32·(scale 2k · Σ group 2k +
+    /// scale 2k+1 · Σ group 2k+1)`, as `kquants::vec_dot_q6_k_q8_k_scalar`
+    /// forms it; the correction is one `vpdpwssd` of the doubled scales with
+    /// the prepared `-16·Σ` (both fit in i16, `-32·Σ` would not).
+    ///
+    /// # Safety
+    /// As [`group`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn group_q6k<const T: usize>(
+        nb: usize,
+        g: *const u8,
+        x: [*const u8; T],
+        q6c: [*const i32; T],
+    ) -> [[f32; 16]; T] {
+        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
+        let mut acc = [[_mm512_setzero_ps(); 8]; T];
+        let low = _mm512_set1_epi8(0x0f);
+        let two = _mm512_set1_epi8(0x30);
+        for b in 0..nb {
+            let gb = g.add(b * 16 * 210);
+            let mut lanes = [[_mm512_setzero_si512(); 8]; T];
+            for m in 0..16 {
+                let sc = twice_signed(gb.add(Q6K_SCALES + 16 * m));
+                let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
+                let ql0 = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m)) as *const _);
+                let ql1 = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + 1)) as *const _);
+                let lev = [
+                    _mm512_or_si512(
+                        _mm512_and_si512(ql0, low),
+                        _mm512_and_si512(_mm512_slli_epi16(qh, 4), two),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(ql0, 4), low),
+                        _mm512_and_si512(_mm512_slli_epi16(qh, 2), two),
+                    ),
+                    _mm512_or_si512(_mm512_and_si512(ql1, low), _mm512_and_si512(qh, two)),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(ql1, 4), low),
+                        _mm512_and_si512(_mm512_srli_epi16(qh, 2), two),
+                    ),
+                ];
+                for (s, &l) in lev.iter().enumerate() {
+                    let k = 4 * (m % 2) + s;
+                    for t in 0..T {
+                        let xb = x[t].add(b * 292 + 4 + 16 * m + 4 * s);
+                        let xk = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                        lanes[t][k] =
+                            _mm512_dpwssd_epi32(lanes[t][k], _mm512_maddubs_epi16(l, xk), sc);
+                    }
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+            for k in 0..8 {
+                let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    gb.add(Q6K_SCALES + 16 * 2 * k) as *const __m128i
+                ));
+                let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    gb.add(Q6K_SCALES + 16 * (2 * k + 1)) as *const __m128i,
+                ));
+                // (2·scale 2k, 2·scale 2k+1) as i16 halves.
+                let sc2 = _mm512_slli_epi16(
+                    _mm512_or_si512(
+                        _mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
+                        _mm512_slli_epi32(hi, 16),
+                    ),
+                    1,
+                );
+                for t in 0..T {
+                    let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
+                    lanes[t][k] = _mm512_dpwssd_epi32(lanes[t][k], sc2, c);
+                }
+            }
+            for t in 0..T {
+                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+                let d = _mm512_mul_ps(_mm512_set1_ps(dx), dw);
+                for k in 0..8 {
+                    acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[t][k]), acc[t][k]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 16]; T];
+        for t in 0..T {
+            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +551,7 @@ mod tests {
 
     #[test]
     fn pack_round_trips_and_keeps_the_size() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
             let (n_rows, n_cols) = (48, 512);
             let bytes = ty.row_size(n_cols).unwrap() * n_rows;
             let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 13) as u8).collect();
@@ -407,6 +568,6 @@ mod tests {
             }
         }
         assert!(pack(GgmlType::Q4_0, &[0u8; 18 * 8], 8, 32, 1).is_err());
-        assert!(pack(GgmlType::Q6K, &[0u8; 210 * 16], 16, 256, 1).is_err());
+        assert!(pack(GgmlType::Q5K, &[0u8; 176 * 16], 16, 256, 1).is_err());
     }
 }
