@@ -219,6 +219,18 @@ impl ActBuf {
         n_tokens: usize,
         n_cols: usize,
     ) -> Result<()> {
+        self.prepare_on(None, w_ty, x, n_tokens, n_cols)
+    }
+
+    /// [`ActBuf::prepare`], the rows converted on `pool`'s threads.
+    pub fn prepare_on(
+        &mut self,
+        pool: Option<&ThreadPool>,
+        w_ty: GgmlType,
+        x: &[f32],
+        n_tokens: usize,
+        n_cols: usize,
+    ) -> Result<()> {
         check_len("activation floats", n_tokens * n_cols, x.len())?;
         let ty = vec_dot_type(w_ty);
         self.n_tokens = n_tokens;
@@ -239,11 +251,29 @@ impl ActBuf {
         } else {
             self.row_bytes = ty.row_size(n_cols)?;
             self.bytes.resize(self.row_bytes * n_tokens, 0);
-            for (src, dst) in x
-                .chunks_exact(n_cols)
-                .zip(self.bytes.chunks_exact_mut(self.row_bytes))
-            {
-                quantize_act_row(ty, src, dst)?;
+            match pool {
+                Some(pool) if n_tokens > 1 => {
+                    // Rows are whole blocks (row_size checked it), so no row
+                    // can fail; an error would still be kept, not dropped.
+                    let failed = std::sync::Mutex::new(None);
+                    pool.for_chunks_mut(&mut self.bytes, self.row_bytes, |t, dst| {
+                        if let Err(e) = quantize_act_row(ty, &x[t * n_cols..(t + 1) * n_cols], dst)
+                        {
+                            *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        }
+                    });
+                    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                        return Err(e);
+                    }
+                }
+                _ => {
+                    for (src, dst) in x
+                        .chunks_exact(n_cols)
+                        .zip(self.bytes.chunks_exact_mut(self.row_bytes))
+                    {
+                        quantize_act_row(ty, src, dst)?;
+                    }
+                }
             }
             if ty == GgmlType::Q8_0 {
                 self.prepare_lanes();

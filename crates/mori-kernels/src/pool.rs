@@ -115,6 +115,42 @@ impl ThreadPool {
     /// Calls `f(thread_idx)` once on each of the pool's threads, the calling
     /// thread being index 0, and returns when all calls have returned. A panic
     /// in any call is re-raised here.
+    /// Calls `f(i, chunk)` for every `chunk_len`-element chunk `i` of `data`
+    /// (the last may be shorter), the chunks shared out in contiguous runs,
+    /// one per thread: element-wise work on a whole batch at once.
+    pub fn for_chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: F,
+    ) {
+        let chunk_len = chunk_len.max(1);
+        let n_chunks = data.len().div_ceil(chunk_len);
+        if self.n_threads == 1 || n_chunks < 2 {
+            data.chunks_mut(chunk_len)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c));
+            return;
+        }
+        let per = n_chunks.div_ceil(self.n_threads);
+        // One contiguous run of chunks per thread, handed out before the
+        // threads start; each run is taken by exactly one thread.
+        let runs: Vec<Mutex<Option<(usize, &mut [T])>>> = data
+            .chunks_mut(per * chunk_len)
+            .enumerate()
+            .map(|(k, run)| Mutex::new(Some((k * per, run))))
+            .collect();
+        self.run(|tid| {
+            let Some(slot) = runs.get(tid) else { return };
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((first, run)) = taken {
+                for (i, c) in run.chunks_mut(chunk_len).enumerate() {
+                    f(first + i, c);
+                }
+            }
+        });
+    }
+
     pub fn run<F: Fn(usize) + Sync>(&self, f: F) {
         if self.n_threads == 1 {
             f(0);
@@ -192,6 +228,21 @@ impl Drop for ThreadPool {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_chunk_is_visited_once_with_its_index() {
+        for threads in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(threads);
+            for (len, chunk) in [(0, 4), (3, 4), (17, 4), (64, 8), (65, 1)] {
+                let mut v = vec![0usize; len];
+                pool.for_chunks_mut(&mut v, chunk, |i, c| {
+                    c.iter_mut().for_each(|x| *x += i + 1);
+                });
+                let want: Vec<usize> = (0..len).map(|e| e / chunk + 1).collect();
+                assert_eq!(v, want, "{threads} threads, {len} by {chunk}");
+            }
+        }
+    }
 
     #[test]
     fn every_thread_runs_once_per_call() {

@@ -54,7 +54,9 @@ impl DenseFfn {
         let (gate, up) = scratch.get(n * n_ff);
         acts.matmul(pool, f, &self.gate, xn, n, gate)?;
         acts.matmul(pool, f, &self.up, xn, n, up)?;
-        ops::silu_mul_inplace(gate, up);
+        pool.for_chunks_mut(gate, n_ff, |t, g| {
+            ops::silu_mul_inplace(g, &up[t * n_ff..(t + 1) * n_ff])
+        });
         acts.invalidate();
         acts.matmul(pool, f, &self.down, gate, n, out)
     }

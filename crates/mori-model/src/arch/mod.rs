@@ -237,7 +237,8 @@ impl SharedActs {
     ) -> Result<()> {
         let want = mori_kernels::vec_dot_type(w.ty);
         if self.prepared != Some(want) {
-            self.buf.prepare(w.ty, x, n_tokens, w.n_cols)?;
+            self.buf
+                .prepare_on(Some(pool), w.ty, x, n_tokens, w.n_cols)?;
             self.prepared = Some(want);
         }
         mori_kernels::matmul(pool, &w.view(f)?, &self.buf, &mut y[..n_tokens * w.n_rows])?;
