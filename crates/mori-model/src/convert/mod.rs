@@ -1,12 +1,14 @@
 //! Hugging Face checkpoint → GGUF: `config.json`, safetensors weights and a
-//! byte-level BPE `tokenizer.json` (or, for ERNIE 4.5, openPangu-Embedded and
-//! Gemma 3, a SentencePiece `tokenizer.model`) become one GGUF file that Mori
-//! and llama.cpp run.
+//! byte-level BPE `tokenizer.json` (or a SentencePiece `tokenizer.model`: for
+//! ERNIE 4.5 and openPangu-Embedded always, for Llama, Mistral and Gemma 3
+//! where the directory has one, as llama.cpp's converter chooses) become one
+//! GGUF file that Mori and llama.cpp run.
 //!
 //! Supported: the `llama`, `mistral`, `qwen2`, `qwen3`, `qwen3_moe`,
-//! `ernie4_5`, `ernie4_5_moe`, `PanguEmbedded` and `gemma3_text` model types. What the converter does not understand (another
-//! architecture, an unknown tensor, a tokenizer of another kind, an
-//! unsupported RoPE scaling) is an error naming it, never skipped.
+//! `ernie4_5`, `ernie4_5_moe`, `PanguEmbedded` and `gemma3_text` model types.
+//! What the converter does not understand (another architecture, an unknown
+//! tensor, a tokenizer of another kind, an unsupported RoPE scaling) is an
+//! error naming it, never skipped.
 
 use std::path::Path;
 
@@ -45,7 +47,8 @@ enum VocabSource {
     /// A SentencePiece `tokenizer.model`.
     Spm,
     /// `tokenizer.model` where the directory has one (the vocabulary llama.cpp
-    /// converts for Gemma 3, whose repositories ship both), else `tokenizer.json`.
+    /// converts for Llama 2, Mistral and Gemma 3, whose repositories ship
+    /// both), else `tokenizer.json` (Llama 3 ships only that).
     SpmIfPresent,
 }
 
@@ -110,9 +113,14 @@ const fn spec(gguf: &'static str, permute_qk: bool, vocab: VocabSource) -> ArchS
 fn arch_for(model_type: &str) -> Option<ArchSpec> {
     use VocabSource::{Bpe, Spm, SpmIfPresent};
     Some(match model_type {
+        // llama.cpp's LlamaModel.set_vocab reads a SentencePiece
+        // `tokenizer.model` first (Llama 2, Mistral 7B v0.1-v0.3, TinyLlama ship
+        // one beside their tokenizer.json) and only then `tokenizer.json`
+        // (Llama 3). Mistral runs as plain Llama: `sliding_window` (null from
+        // v0.2, 4096 in v0.1) is not read, as llama.cpp's converter does not.
         "llama" | "mistral" => ArchSpec {
             vocab_size_key: true,
-            ..spec("llama", true, Bpe)
+            ..spec("llama", true, SpmIfPresent)
         },
         "qwen2" => spec("qwen2", false, Bpe),
         "qwen3" => ArchSpec {
