@@ -887,6 +887,53 @@ mod tests {
         }
     }
 
+    /// A Mistral directory converts its SentencePiece `tokenizer.model`, as
+    /// llama.cpp's converter does, and its `tokenizer.json` encodes text the
+    /// same; v0.1's sliding window is not carried (llama.cpp runs every
+    /// Mistral 7B without one); without `tokenizer.model`, the Llama-layout
+    /// `tokenizer.json` is an error naming it, not another vocabulary.
+    #[test]
+    fn mistral_reads_tokenizer_model_first() {
+        use crate::random::{FileType, RandomSpec};
+        use crate::random_hf::{write_random_hf, HfDtype};
+        use mori_kernels::GgmlType;
+        let tmp = tempfile::tempdir().unwrap();
+        let ft = FileType::Uniform(GgmlType::F32);
+        let mut spec = RandomSpec::tiny("mistral", ft);
+        spec.n_vocab = 512;
+        let dir = tmp.path().join("mistral");
+        write_random_hf(&spec, HfDtype::F32, &dir).unwrap();
+        let out = tmp.path().join("out.gguf");
+        let done = super::convert_hf_dir(&dir, &out, ft).unwrap();
+        assert_eq!(done.arch, "llama");
+        let f = mori_formats::GgufFile::open(&out).unwrap();
+        assert_eq!(f.require_str("tokenizer.ggml.model").unwrap(), "llama");
+        let gguf = crate::Model::load(&out).unwrap();
+        let hf = crate::Model::load(&dir).unwrap();
+        assert!(hf.tokenizer.is_hf() && !gguf.tokenizer.is_hf());
+        for text in [
+            "the rain in spain",
+            "  leading spaces,\n\nand tabs\t ",
+            "[INST] hi there [/INST] hello</s>[INST]hi[/INST]",
+            "<s>[INST]  the world[/INST]",
+            "",
+        ] {
+            let want = hf.tokenizer.encode(text, true, true);
+            assert_eq!(gguf.tokenizer.encode(text, true, true), want, "{text:?}");
+        }
+        assert_eq!(hf.tokenizer.encode("[INST]", true, true), [1, 3]);
+
+        edit_config(&dir, &[("sliding_window", serde_json::json!(4096))]);
+        super::convert_hf_dir(&dir, &out, ft).unwrap();
+        assert!(crate::Model::load(&out).unwrap().hparams.swa.is_none());
+
+        std::fs::remove_file(dir.join("tokenizer.model")).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+    }
+
     /// ERNIE-4.5-MoE routing layers that stop before the last layer cannot be
     /// written to GGUF: an error names the key.
     #[test]
