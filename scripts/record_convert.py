@@ -5,8 +5,10 @@ For every case in CASES this script
   1. writes a random-weight checkpoint with `mori dev random-hf` (config.json,
      model.safetensors, a byte-level BPE tokenizer.json, or for ernie4_5,
      ernie4_5-moe and pangu-embedded a SentencePiece tokenizer.model, for
-     gemma3 both a tokenizer.model and Gemma's tokenizer.json; deterministic,
-     and the sha256 of every file is recorded),
+     gemma3 both a tokenizer.model and Gemma's tokenizer.json, for mistral both
+     a tokenizer.model and the tokenizer.json transformers converts it to
+     (checked here against transformers' own conversion); deterministic, and
+     the sha256 of every file is recorded),
   2. converts it with llama.cpp's own `convert_hf_to_gguf.py` and records, per
      tensor, its GGUF type, shape and the sha256 of its bytes, and the
      architecture and tokenizer metadata the engine reads,
@@ -99,9 +101,15 @@ SPECS = {
     "ernie4_5-moe": dict(vocab=512, embd=256, layers=3, heads=4, kv_heads=2, head_dim=128, ff=512, ctx=2048,
                          rope_base=500000.0, tied=True, seed=21, experts=8, experts_used=2, expert_ff=256,
                          shared_experts=1, dense_lead=1),
+    # Mistral 7B as v0.3 ships it (MistralForCausalLM, sliding_window null, four query heads per key/value head,
+    # RoPE base 1e6): Llama's tensors, a SentencePiece tokenizer.model with [INST]/[/INST] control pieces and the
+    # same vocabulary as a tokenizer.json. llama.cpp's converter reads tokenizer.model first; transformers
+    # encodes with tokenizer.json.
+    "mistral": dict(vocab=512, embd=256, layers=2, heads=4, kv_heads=1, head_dim=64, ff=768, ctx=32768,
+                    rope_base=1000000.0, tied=False, seed=22),
 }
 PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2", "ernie4_5": "default",
-       "pangu-embedded": "default", "gemma3": "default", "ernie4_5-moe": "default"}
+       "pangu-embedded": "default", "gemma3": "default", "ernie4_5-moe": "default", "mistral": "default"}
 # (architecture, checkpoint dtype, converter output type)
 CASES = [
     ("llama", "F32", "f32"),
@@ -130,6 +138,9 @@ CASES = [
     ("ernie4_5-moe", "F32", "f32"),
     ("ernie4_5-moe", "F16", "f16"),
     ("ernie4_5-moe", "F32", "q8_0"),
+    ("mistral", "F32", "f32"),
+    ("mistral", "BF16", "bf16"),
+    ("mistral", "F32", "q8_0"),
 ]
 
 # Runs llama.cpp's converter with the pre-tokenizer name given (see above).
@@ -245,7 +256,26 @@ EXTRA_TEXTS = {
     "gemma3": ["<start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n",
                "the <mask> and <unused1>  stay", "<bos>hello world"],
 }
+EXTRA_TEXTS["mistral"] = ["<s>[INST] hi there[/INST] hello world</s>[INST]the rain[/INST]",
+                          "[INST]  leading spaces [/INST]  ", "the [INST]and[/INST] end"]
 EXTRA_TEXTS["ernie4_5-moe"] = EXTRA_TEXTS["ernie4_5"]
+
+# Checkpoints whose tokenizer.json must be what transformers itself converts their tokenizer.model to: prints the
+# top-level keys where the two differ.
+SAME_AS_CONVERTED = r"""
+import json, os, shutil, sys, tempfile, transformers
+ckpt = sys.argv[1]
+with tempfile.TemporaryDirectory() as tmp:
+    src, out = os.path.join(tmp, "src"), os.path.join(tmp, "out")
+    shutil.copytree(ckpt, src, ignore=shutil.ignore_patterns("tokenizer.json", "*.safetensors"))
+    transformers.AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    with open(os.path.join(out, "tokenizer.json")) as f:
+        theirs = json.load(f)
+with open(os.path.join(ckpt, "tokenizer.json")) as f:
+    ours = json.load(f)
+print(json.dumps(sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))))
+"""
+TOKENIZER_JSON_FROM_SPM = {"mistral"}
 
 
 def sha256(path):
@@ -315,6 +345,11 @@ def main():
             ckpt = os.path.join(tmp, name)
             write_checkpoint(args.mori, arch, dtype, spec, ckpt)
             files = {f: sha256(os.path.join(ckpt, f)) for f in sorted(os.listdir(ckpt))}
+            if arch in TOKENIZER_JSON_FROM_SPM:
+                differ = json.loads(run([torch_py, "-c", SAME_AS_CONVERTED, ckpt]))
+                if differ:
+                    sys.exit(f"{name}: tokenizer.json differs from transformers' conversion of tokenizer.model "
+                             f"in {differ}")
             gguf = os.path.join(tmp, name + ".gguf")
             run([torch_py, "-c", CONVERT, llama_cpp, PRE[arch], ckpt, "--outfile", gguf, "--outtype", outtype])
             summary = json.loads(run([torch_py, "-c", SUMMARY, llama_cpp, gguf]))

@@ -182,8 +182,9 @@ pub enum DevCommand {
     RandomModel(RandomModelArgs),
     /// Write a random-weight Hugging Face checkpoint (config.json, model.safetensors,
     /// tokenizer.json, or tokenizer.model for ernie4_5, ernie4_5-moe and pangu-embedded,
-    /// both for gemma3, which also needs --sliding-window) into the directory OUT;
-    /// --type is F32, F16 or BF16.
+    /// both for mistral and for gemma3, which also needs --sliding-window) into the
+    /// directory OUT; --arch is llama, mistral, qwen2, qwen3, qwen3moe, ernie4_5,
+    /// ernie4_5-moe, pangu-embedded or gemma3; --type is F32, F16 or BF16.
     RandomHf(RandomModelArgs),
 }
 
@@ -299,8 +300,8 @@ pub fn dev(c: DevCommand) -> Result<()> {
 #[derive(Args)]
 pub struct ConvertArgs {
     /// Hugging Face model directory: config.json, model.safetensors (or shards), tokenizer.json
-    /// (or a SentencePiece tokenizer.model for ERNIE 4.5, ERNIE-4.5-MoE, openPangu-Embedded
-    /// and Gemma 3).
+    /// (or a SentencePiece tokenizer.model for ERNIE 4.5, ERNIE-4.5-MoE and openPangu-Embedded,
+    /// and where there is one for Llama 2, Mistral and Gemma 3, read first as llama.cpp does).
     dir: PathBuf,
     /// Output .gguf path.
     out: PathBuf,

@@ -1,12 +1,14 @@
 //! Hugging Face checkpoint → GGUF: `config.json`, safetensors weights and a
-//! byte-level BPE `tokenizer.json` (or, for ERNIE 4.5, openPangu-Embedded and
-//! Gemma 3, a SentencePiece `tokenizer.model`) become one GGUF file that Mori
-//! and llama.cpp run.
+//! byte-level BPE `tokenizer.json` (or a SentencePiece `tokenizer.model`: for
+//! ERNIE 4.5 and openPangu-Embedded always, for Llama, Mistral and Gemma 3
+//! where the directory has one, as llama.cpp's converter chooses) become one
+//! GGUF file that Mori and llama.cpp run.
 //!
 //! Supported: the `llama`, `mistral`, `qwen2`, `qwen3`, `qwen3_moe`,
-//! `ernie4_5`, `ernie4_5_moe`, `PanguEmbedded` and `gemma3_text` model types. What the converter does not understand (another
-//! architecture, an unknown tensor, a tokenizer of another kind, an
-//! unsupported RoPE scaling) is an error naming it, never skipped.
+//! `ernie4_5`, `ernie4_5_moe`, `PanguEmbedded` and `gemma3_text` model types.
+//! What the converter does not understand (another architecture, an unknown
+//! tensor, a tokenizer of another kind, an unsupported RoPE scaling) is an
+//! error naming it, never skipped.
 
 use std::path::Path;
 
@@ -45,7 +47,8 @@ enum VocabSource {
     /// A SentencePiece `tokenizer.model`.
     Spm,
     /// `tokenizer.model` where the directory has one (the vocabulary llama.cpp
-    /// converts for Gemma 3, whose repositories ship both), else `tokenizer.json`.
+    /// converts for Llama 2, Mistral and Gemma 3, whose repositories ship
+    /// both), else `tokenizer.json` (Llama 3 ships only that).
     SpmIfPresent,
 }
 
@@ -110,9 +113,14 @@ const fn spec(gguf: &'static str, permute_qk: bool, vocab: VocabSource) -> ArchS
 fn arch_for(model_type: &str) -> Option<ArchSpec> {
     use VocabSource::{Bpe, Spm, SpmIfPresent};
     Some(match model_type {
+        // llama.cpp's LlamaModel.set_vocab reads a SentencePiece
+        // `tokenizer.model` first (Llama 2, Mistral 7B v0.1-v0.3, TinyLlama ship
+        // one beside their tokenizer.json) and only then `tokenizer.json`
+        // (Llama 3). Mistral runs as plain Llama: `sliding_window` (null from
+        // v0.2, 4096 in v0.1) is not read, as llama.cpp's converter does not.
         "llama" | "mistral" => ArchSpec {
             vocab_size_key: true,
-            ..spec("llama", true, Bpe)
+            ..spec("llama", true, SpmIfPresent)
         },
         "qwen2" => spec("qwen2", false, Bpe),
         "qwen3" => ArchSpec {
@@ -877,6 +885,53 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    /// A Mistral directory converts its SentencePiece `tokenizer.model`, as
+    /// llama.cpp's converter does, and its `tokenizer.json` encodes text the
+    /// same; v0.1's sliding window is not carried (llama.cpp runs every
+    /// Mistral 7B without one); without `tokenizer.model`, the Llama-layout
+    /// `tokenizer.json` is an error naming it, not another vocabulary.
+    #[test]
+    fn mistral_reads_tokenizer_model_first() {
+        use crate::random::{FileType, RandomSpec};
+        use crate::random_hf::{write_random_hf, HfDtype};
+        use mori_kernels::GgmlType;
+        let tmp = tempfile::tempdir().unwrap();
+        let ft = FileType::Uniform(GgmlType::F32);
+        let mut spec = RandomSpec::tiny("mistral", ft);
+        spec.n_vocab = 512;
+        let dir = tmp.path().join("mistral");
+        write_random_hf(&spec, HfDtype::F32, &dir).unwrap();
+        let out = tmp.path().join("out.gguf");
+        let done = super::convert_hf_dir(&dir, &out, ft).unwrap();
+        assert_eq!(done.arch, "llama");
+        let f = mori_formats::GgufFile::open(&out).unwrap();
+        assert_eq!(f.require_str("tokenizer.ggml.model").unwrap(), "llama");
+        let gguf = crate::Model::load(&out).unwrap();
+        let hf = crate::Model::load(&dir).unwrap();
+        assert!(hf.tokenizer.is_hf() && !gguf.tokenizer.is_hf());
+        for text in [
+            "the rain in spain",
+            "  leading spaces,\n\nand tabs\t ",
+            "[INST] hi there [/INST] hello</s>[INST]hi[/INST]",
+            "<s>[INST]  the world[/INST]",
+            "",
+        ] {
+            let want = hf.tokenizer.encode(text, true, true);
+            assert_eq!(gguf.tokenizer.encode(text, true, true), want, "{text:?}");
+        }
+        assert_eq!(hf.tokenizer.encode("[INST]", true, true), [1, 3]);
+
+        edit_config(&dir, &[("sliding_window", serde_json::json!(4096))]);
+        super::convert_hf_dir(&dir, &out, ft).unwrap();
+        assert!(crate::Model::load(&out).unwrap().hparams.swa.is_none());
+
+        std::fs::remove_file(dir.join("tokenizer.model")).unwrap();
+        let err = super::convert_hf_dir(&dir, &out, ft)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
     }
 
     /// ERNIE-4.5-MoE routing layers that stop before the last layer cannot be

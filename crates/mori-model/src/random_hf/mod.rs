@@ -1,8 +1,9 @@
 //! Deterministic random-weight Hugging Face checkpoints: `config.json`,
 //! `model.safetensors`, a byte-level BPE `tokenizer.json` or a SentencePiece
-//! `tokenizer.model` (Gemma 3: both) and `tokenizer_config.json`, in the
-//! layout `transformers` and llama.cpp's converter read. Tests convert them with `mori convert` and compare with the
-//! outside tools' own conversion and forward pass (recorded as fixtures by
+//! `tokenizer.model` (Gemma 3 and Mistral: both, the same pieces) and
+//! `tokenizer_config.json`, in the layout `transformers` and llama.cpp's
+//! converter read. Tests convert them with `mori convert` and compare with
+//! the outside tools' own conversion and forward pass (recorded as fixtures by
 //! `scripts/record_convert.py`); the same flags always give the same bytes.
 
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ impl HfDtype {
 fn hf_arch(arch: &str) -> Option<(&'static str, &'static str)> {
     match arch {
         "llama" => Some(("llama", "LlamaForCausalLM")),
+        // Mistral 7B (v0.1-v0.3): Llama's tensors, a SentencePiece tokenizer.
+        "mistral" => Some(("mistral", "MistralForCausalLM")),
         "qwen2" => Some(("qwen2", "Qwen2ForCausalLM")),
         "qwen3" => Some(("qwen3", "Qwen3ForCausalLM")),
         "qwen3moe" => Some(("qwen3_moe", "Qwen3MoeForCausalLM")),
@@ -92,8 +95,8 @@ fn hf_arch(arch: &str) -> Option<(&'static str, &'static str)> {
 pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<()> {
     let (model_type, class) = hf_arch(&spec.arch).ok_or_else(|| {
         Error::Invalid(format!(
-            "cannot write a random Hugging Face '{}' checkpoint (supported: llama, qwen2, \
-             qwen3, qwen3moe, ernie4_5, ernie4_5-moe, pangu-embedded, gemma3)",
+            "cannot write a random Hugging Face '{}' checkpoint (supported: llama, mistral, \
+             qwen2, qwen3, qwen3moe, ernie4_5, ernie4_5-moe, pangu-embedded, gemma3)",
             spec.arch
         ))
     })?;
@@ -113,6 +116,9 @@ pub fn write_random_hf(spec: &RandomSpec, dtype: HfDtype, dir: &Path) -> Result<
     std::fs::create_dir_all(dir).map_err(io)?;
     if spec.arch == "gemma3" {
         return spm::write_random_gemma3(spec, dtype, dir, class, model_type);
+    }
+    if spec.arch == "mistral" {
+        return spm::write_random_mistral(spec, dtype, dir, class, model_type);
     }
     if spm::is_sentencepiece(&spec.arch) {
         return spm::write_random_spm_hf(spec, dtype, dir, class, model_type);

@@ -1,5 +1,8 @@
 //! SentencePiece checkpoints: the `tokenizer.model` pieces and the files
-//! around them for ERNIE 4.5, openPangu-Embedded, ERNIE-4.5-MoE and Gemma 3.
+//! around them for ERNIE 4.5, openPangu-Embedded, ERNIE-4.5-MoE, Gemma 3 and
+//! Mistral 7B. Gemma's and Mistral's also carry the same pieces as a
+//! `tokenizer.json` (one writer, [`spm_tokenizer_json`]: Gemma's layout as
+//! google ships it, Mistral's as `transformers` converts a Llama-layout model).
 
 use std::path::Path;
 
@@ -8,11 +11,14 @@ use serde_json::{json, Value as Json};
 use super::{experts, shortest, write_json, write_tensors, HfDtype};
 use crate::hparams::swa_pattern;
 use crate::random::RandomSpec;
-use crate::sentencepiece::{encode_bpe_model, encode_bpe_model_as, PieceType, SpmLayout};
+use crate::sentencepiece::{
+    encode_bpe_model, encode_bpe_model_as, PieceType, SpmLayout, LLAMA_LAYOUT,
+};
 use crate::{Error, Result};
 
 /// Architectures whose checkpoints carry a SentencePiece `tokenizer.model`
-/// (and no `tokenizer.json`; Gemma 3, which ships both, is written apart).
+/// (and no `tokenizer.json`; Gemma 3 and Mistral, which ship both, are
+/// written apart).
 pub(super) fn is_sentencepiece(arch: &str) -> bool {
     matches!(arch, "ernie4_5" | "ernie4_5-moe" | "pangu-embedded")
 }
@@ -317,15 +323,11 @@ pub(super) fn write_random_gemma3(
     )
     .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
     let id_of = |t: &str| piece_id(&pieces, t);
-    let added = |id: usize, content: &str| {
-        json!({"content": content, "lstrip": false, "normalized": false, "rstrip": false,
-               "single_word": false, "special": true})
-        .as_object()
-        .map(|o| (id, content.to_string(), o.clone()))
-        .expect("an object")
-    };
-    let mut specials: Vec<_> = GEMMA_HEAD.iter().map(|(t, _)| added(id_of(t), t)).collect();
-    specials.push(added(spec.n_vocab, GEMMA_IMAGE_TOKEN));
+    let mut specials: Vec<_> = GEMMA_HEAD
+        .iter()
+        .map(|(t, _)| special_token(id_of(t), t))
+        .collect();
+    specials.push(special_token(spec.n_vocab, GEMMA_IMAGE_TOKEN));
     write_json(
         dir,
         "added_tokens.json",
@@ -334,7 +336,7 @@ pub(super) fn write_random_gemma3(
     write_json(
         dir,
         "tokenizer.json",
-        &gemma_tokenizer_json(&pieces, &specials),
+        &spm_tokenizer_json(&pieces, &specials, SpmJson::Gemma),
     )?;
 
     let decoder: serde_json::Map<String, Json> = specials
@@ -410,38 +412,176 @@ pub(super) fn write_random_gemma3(
     Ok(())
 }
 
-/// Gemma's `tokenizer.json` for `pieces`: the same vocabulary as a BPE model
-/// with byte fallback, whose merges are every split of a piece into two
-/// pieces, ranked by the merged piece's score (as `transformers` extracts
-/// them from a SentencePiece model), so merging by rank is SentencePiece's
-/// merging by score; spaces become `▁` and no prefix space is added.
-fn gemma_tokenizer_json(
+/// Mistral 7B's leading pieces: Llama's, then (from v0.3) the instruction
+/// markers as control pieces. The real v0.3 model has more after them
+/// (`[TOOL_CALLS]`, `[AVAILABLE_TOOLS]`, ... and `[control_N]` placeholders up
+/// to id 770); two are enough to check they are read as special tokens.
+const MISTRAL_HEAD: &[(&str, PieceType)] = &[
+    ("<unk>", PieceType::Unknown),
+    ("<s>", PieceType::Control),
+    ("</s>", PieceType::Control),
+    ("[INST]", PieceType::Control),
+    ("[/INST]", PieceType::Control),
+];
+
+/// Writes a Mistral 7B checkpoint as mistralai/Mistral-7B-Instruct-v0.3
+/// ships it: `config.json` (`mistral`, `sliding_window: null`: v0.2 and v0.3
+/// attend to the whole context; llama.cpp and Mori run every Mistral 7B as
+/// plain Llama, v0.1's 4096-token window included), weights, a SentencePiece
+/// `tokenizer.model` (Llama's layout) of exactly the embedding's rows, the
+/// same vocabulary as the `tokenizer.json` `transformers` converts it to, and
+/// `tokenizer_config.json` with the `[INST]` chat template.
+pub(super) fn write_random_mistral(
+    spec: &RandomSpec,
+    dtype: HfDtype,
+    dir: &Path,
+    class: &str,
+    model_type: &str,
+) -> Result<()> {
+    let pieces = spm_pieces(MISTRAL_HEAD, &[], spec.n_vocab)?;
+    write_tensors(spec, dtype, dir)?;
+    std::fs::write(dir.join("tokenizer.model"), encode_bpe_model(&pieces))
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
+    let id_of = |t: &str| piece_id(&pieces, t);
+    let specials: Vec<_> = MISTRAL_HEAD
+        .iter()
+        .map(|(t, _)| special_token(id_of(t), t))
+        .collect();
+    write_json(
+        dir,
+        "tokenizer.json",
+        &spm_tokenizer_json(&pieces, &specials, SpmJson::Llama),
+    )?;
+    let decoder: serde_json::Map<String, Json> = specials
+        .iter()
+        .map(|(id, _, o)| (id.to_string(), Json::Object(o.clone())))
+        .collect();
+    // `legacy: true` says what the tokenizer.json does: a `▁` in front of
+    // every stretch of text, as SentencePiece's own encoding has it.
+    let tok_config = json!({
+        "add_bos_token": true,
+        "add_eos_token": false,
+        "added_tokens_decoder": decoder,
+        "bos_token": "<s>",
+        "chat_template": MISTRAL_TEMPLATE,
+        "clean_up_tokenization_spaces": false,
+        "eos_token": "</s>",
+        "legacy": true,
+        "model_max_length": spec.n_ctx_train,
+        "pad_token": null,
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": false,
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": false,
+    });
+    let config = json!({
+        "architectures": [class],
+        "attention_dropout": 0.0,
+        "bos_token_id": id_of("<s>"),
+        "eos_token_id": id_of("</s>"),
+        "head_dim": spec.head_dim,
+        "hidden_act": "silu",
+        "hidden_size": spec.n_embd,
+        "initializer_range": 0.02,
+        "intermediate_size": spec.n_ff,
+        "max_position_embeddings": spec.n_ctx_train,
+        "model_type": model_type,
+        "num_attention_heads": spec.n_head,
+        "num_hidden_layers": spec.n_layer,
+        "num_key_value_heads": spec.n_head_kv,
+        "rms_norm_eps": shortest(spec.rms_eps),
+        "rope_theta": shortest(spec.rope_base),
+        "sliding_window": null,
+        "tie_word_embeddings": spec.tied_output,
+        "torch_dtype": dtype.torch_name(),
+        "use_cache": true,
+        "vocab_size": spec.n_vocab,
+    });
+    write_json(dir, "config.json", &config)?;
+    write_json(dir, "tokenizer_config.json", &tok_config)?;
+    Ok(())
+}
+
+/// Mistral's v3 instruction format (`<s>[INST] user[/INST] answer</s>`),
+/// enough for the converters to carry.
+const MISTRAL_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}[/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}";
+
+/// An added token that is special and matched on the raw text: its id, text
+/// and `added_tokens_decoder` entry.
+fn special_token(id: usize, content: &str) -> (usize, String, serde_json::Map<String, Json>) {
+    let entry = json!({"content": content, "lstrip": false, "normalized": false, "rstrip": false,
+                       "single_word": false, "special": true});
+    match entry {
+        Json::Object(o) => (id, content.to_string(), o),
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+/// The layout of a `tokenizer.json` made from SentencePiece pieces: the
+/// same vocabulary as a BPE model with byte fallback, whose merges are every
+/// split of a normal piece into two normal pieces, ranked by the merged
+/// piece's score (as `transformers` extracts them from a SentencePiece model),
+/// so merging by rank is SentencePiece's merging by score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpmJson {
+    /// Gemma's, as google ships it: spaces become `▁`, no prefix space, text
+    /// split after each space, `<bos>` in front; the splits of one piece
+    /// ranked by their parts' ids.
+    Gemma,
+    /// `transformers`' own conversion of a Llama-layout model (a dummy
+    /// prefix; `build_tokenizer_from_spm_proto` with `legacy`), which is what
+    /// it saves for Mistral 7B: spaces become `▁` and one more `▁` goes in
+    /// front of every stretch of text between added tokens, even one that
+    /// starts with a space, as SentencePiece and llama.cpp do; `<s>` in
+    /// front; the decoder strips the prefix again; the splits of one piece
+    /// ranked by their parts' text.
+    Llama,
+}
+
+impl SpmJson {
+    fn bos(self) -> &'static str {
+        match self {
+            SpmJson::Gemma => GEMMA_LAYOUT.bos,
+            SpmJson::Llama => LLAMA_LAYOUT.bos,
+        }
+    }
+}
+
+/// The `tokenizer.json` of `pieces` and the added tokens `specials`, laid out as `style`.
+fn spm_tokenizer_json(
     pieces: &[(String, f32, PieceType)],
     specials: &[(usize, String, serde_json::Map<String, Json>)],
+    style: SpmJson,
 ) -> Json {
     let ids: std::collections::HashMap<&str, usize> = pieces
         .iter()
         .enumerate()
+        .filter(|(_, p)| p.2 == PieceType::Normal)
         .map(|(i, p)| (p.0.as_str(), i))
         .collect();
-    let mut merges: Vec<(f32, usize, usize)> = Vec::new();
-    for (text, score, _) in pieces {
-        let mut local: Vec<(f32, usize, usize)> = text
-            .char_indices()
-            .skip(1)
-            .filter_map(|(at, _)| {
-                let (l, r) = text.split_at(at);
-                Some((*score, *ids.get(l)?, *ids.get(r)?))
-            })
-            .collect();
-        local.sort_by_key(|&(_, l, r)| (l, r));
-        merges.extend(local);
+    // (score, merged piece, left part, right part)
+    let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+    for (id, (text, score, ty)) in pieces.iter().enumerate() {
+        if *ty != PieceType::Normal {
+            continue;
+        }
+        merges.extend(text.char_indices().skip(1).filter_map(|(at, _)| {
+            let (l, r) = text.split_at(at);
+            Some((*score, id, *ids.get(l)?, *ids.get(r)?))
+        }));
     }
-    // A stable sort: pieces of equal score keep their order.
-    merges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let text = |i: usize| pieces[i].0.as_str();
+    merges.sort_by(|a, b| {
+        let parts = match style {
+            SpmJson::Gemma => (a.2, a.3).cmp(&(b.2, b.3)),
+            SpmJson::Llama => (text(a.2), text(a.3)).cmp(&(text(b.2), text(b.3))),
+        };
+        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(parts)
+    });
     let merges: Vec<Json> = merges
         .iter()
-        .map(|&(_, l, r)| json!([pieces[l].0, pieces[r].0]))
+        .map(|&(_, _, l, r)| json!([text(l), text(r)]))
         .collect();
     let mut vocab = serde_json::Map::new();
     for (i, p) in pieces.iter().enumerate() {
@@ -459,26 +599,52 @@ fn gemma_tokenizer_json(
             Json::Object(t)
         })
         .collect();
-    let bos = |type_id: u32| json!({"SpecialToken": {"id": "<bos>", "type_id": type_id}});
+    let bos_text = style.bos();
+    let bos = |type_id: u32| json!({"SpecialToken": {"id": bos_text, "type_id": type_id}});
     let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+    let space = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let unspace = json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "});
+    let (normalizer, pre_tokenizer, decoder) = match style {
+        SpmJson::Gemma => (
+            space,
+            json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}),
+            json!({"type": "Sequence", "decoders": [unspace, {"type": "ByteFallback"}, {"type": "Fuse"}]}),
+        ),
+        // Metaspace puts no `▁` in front of text that starts with one;
+        // SentencePiece's dummy prefix does: the second rule doubles it.
+        SpmJson::Llama => (
+            json!({"type": "Sequence", "normalizers": [
+                space,
+                {"type": "Replace", "pattern": {"Regex": "\\A\u{2581}"}, "content": "\u{2581}\u{2581}"}
+            ]}),
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": false}
+            ]}),
+            json!({"type": "Sequence", "decoders": [
+                unspace, {"type": "ByteFallback"}, {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+            ]}),
+        ),
+    };
+    let mut bos_ids = serde_json::Map::new();
+    bos_ids.insert(
+        bos_text.into(),
+        json!({"id": bos_text, "ids": [piece_id(pieces, bos_text)], "tokens": [bos_text]}),
+    );
     json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
-        "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false},
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [bos(0), seq("A", 0)],
             "pair": [bos(0), seq("A", 0), bos(1), seq("B", 1)],
-            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [ids["<bos>"]], "tokens": ["<bos>"]}}
+            "special_tokens": bos_ids
         },
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-            {"type": "ByteFallback"},
-            {"type": "Fuse"}
-        ]},
+        "decoder": decoder,
         "model": {
             "type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
@@ -494,22 +660,46 @@ const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}<start_of_tu
 mod tests {
     use super::*;
 
-    /// Every merge of Gemma's `tokenizer.json` joins two pieces into a piece,
-    /// merges are ranked by the merged piece's score, and the vocabulary is
-    /// the SentencePiece model's.
+    /// Every merge of a `tokenizer.json` joins two normal pieces into a
+    /// normal piece, merges are ranked by the merged piece's score, and the
+    /// vocabulary is the SentencePiece model's; the splits of one piece come
+    /// in the style's order (Mistral's: `transformers`', by the parts' text).
     #[test]
-    fn gemma_merges_follow_the_scores() {
-        let pieces = spm_pieces(GEMMA_HEAD, &[], 512).unwrap();
-        let j = gemma_tokenizer_json(&pieces, &[]);
-        assert_eq!(j["model"]["vocab"].as_object().unwrap().len(), 512);
-        let score = |t: &str| pieces.iter().find(|p| p.0 == t).map(|p| p.1);
-        let mut last = f32::INFINITY;
-        for m in j["model"]["merges"].as_array().unwrap() {
-            let (a, b) = (m[0].as_str().unwrap(), m[1].as_str().unwrap());
-            assert!(score(a).is_some() && score(b).is_some(), "{m}");
-            let s = score(&format!("{a}{b}")).expect("a merge makes a piece");
-            assert!(s <= last, "{m} out of score order");
-            last = s;
+    fn merges_follow_the_scores() {
+        for (head, style) in [(GEMMA_HEAD, SpmJson::Gemma), (MISTRAL_HEAD, SpmJson::Llama)] {
+            let pieces = spm_pieces(head, &[], 512).unwrap();
+            let j = spm_tokenizer_json(&pieces, &[], style);
+            assert_eq!(j["model"]["vocab"].as_object().unwrap().len(), 512);
+            let normal = |t: &str| {
+                pieces
+                    .iter()
+                    .position(|p| p.0 == t && p.2 == PieceType::Normal)
+            };
+            let mut last = (f32::INFINITY, 0, String::new());
+            for m in j["model"]["merges"].as_array().unwrap() {
+                let (a, b) = (m[0].as_str().unwrap(), m[1].as_str().unwrap());
+                assert!(normal(a).is_some() && normal(b).is_some(), "{m}");
+                let id = normal(&format!("{a}{b}")).expect("a merge makes a piece");
+                let s = pieces[id].1;
+                assert!(s <= last.0, "{m} out of score order");
+                if id == last.1 && style == SpmJson::Llama {
+                    assert!(a > last.2.as_str(), "{m} out of transformers' order");
+                }
+                last = (s, id, a.to_string());
+            }
+            let bos = style.bos();
+            assert_eq!(j["post_processor"]["single"][0]["SpecialToken"]["id"], bos);
         }
+        // `▁an` splits as `▁` + `an` before `▁a` + `n`, as transformers ranks them.
+        let pieces = spm_pieces(MISTRAL_HEAD, &[], 512).unwrap();
+        let j = spm_tokenizer_json(&pieces, &[], SpmJson::Llama);
+        let merges: Vec<String> = j["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()))
+            .collect();
+        let at = |m: &str| merges.iter().position(|x| x == m).unwrap();
+        assert_eq!(at("\u{2581}a n"), at("\u{2581} an") + 1);
     }
 }
