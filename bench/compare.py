@@ -10,7 +10,8 @@ then measures prompt processing (pp) and generation (tg) tokens/s:
                same way: P random tokens decoded in one batch; N tokens decoded one
                at a time from an empty context; median of R repetitions.
 
-A memory-bandwidth probe (numpy reading 512 MiB per thread, in T threads) gives the physical limit for
+A memory-bandwidth probe (`mori dev bandwidth`: 512 MiB per thread read as eight streams, in T threads)
+gives the physical limit for
 generation: bandwidth / bytes of weights read per token (every matrix once, one row
 of the token embedding). It prints a Markdown table (docs/PERFORMANCE.md holds one).
 
@@ -136,20 +137,13 @@ def bench_llama(path, p, n, t, r):
     raise RuntimeError(f"llama.cpp could not run {path}")
 
 
-def bandwidth_gbs(threads):
-    """Read bandwidth of `threads` threads each streaming its own 512 MiB array (best of 5).
-
-    numpy releases the GIL in reductions, so the threads run in parallel."""
-    from concurrent.futures import ThreadPoolExecutor
-    arrays = [np.ones(1 << 27, dtype=np.float32) for _ in range(threads)]
-    total = sum(a.nbytes for a in arrays)
-    best = 0.0
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in range(5):
-            t0 = time.perf_counter()
-            list(pool.map(lambda a: a.sum(), arrays))
-            best = max(best, total / (time.perf_counter() - t0))
-    return best / 1e9
+def bandwidth_gbs(mori, threads):
+    """Read bandwidth of `threads` threads (`mori dev bandwidth`: each sums its own 512 MiB in eight
+    side-by-side streams, as a matrix product reads rows; best of 5). numpy's reductions measured
+    half of it: they are not fast enough to keep up with memory."""
+    out = subprocess.run([mori, "dev", "bandwidth", "-t", str(threads), "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)["read_gbs"]
 
 
 def bytes_per_token(path):
@@ -187,7 +181,7 @@ def main():
     ap.add_argument("--dir", default="/tmp/mori-bench")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    bw = bandwidth_gbs(args.t)
+    bw = bandwidth_gbs(args.mori, args.t)
     rows = []
     for shape in args.shapes.split(","):
         for ty in args.types.split(","):
@@ -208,7 +202,7 @@ def main():
     except (OSError, StopIteration):
         pass
     print(f"Machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()}; {args.t} threads; "
-          f"llama-cpp-python {lver}; read bandwidth ({args.t} threads, numpy) {bw:.1f} GB/s; "
+          f"llama-cpp-python {lver}; read bandwidth ({args.t} threads, `mori dev bandwidth`) {bw:.1f} GB/s; "
           f"pp{args.p} / tg{args.n}, median of {args.r}.\n")
     settings = sorted({r["llama_settings"] for r in rows})
     print(f"llama.cpp settings: {', '.join(settings)}; Mori's kernel tier: {rows[0]['isa'] if rows else '-'}.\n")

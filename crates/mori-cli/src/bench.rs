@@ -114,3 +114,50 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Read bandwidth in GB/s: `threads` threads each sum their own `mib` MiB
+/// array (far larger than any cache), best of 5 passes. The sum is kept so
+/// the reads cannot be optimised away; wide integer adds keep the loop far
+/// below memory speed, so memory is what it measures.
+pub fn read_bandwidth(threads: usize, mib: usize) -> f64 {
+    const STREAMS: usize = 8;
+    let words = mib * (1 << 20) / 8;
+    let arrays: Vec<Vec<u64>> = (0..threads)
+        .map(|k| (0..words as u64).map(|i| i ^ k as u64).collect())
+        .collect();
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sums: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = arrays
+                .iter()
+                .map(|a| {
+                    s.spawn(move || {
+                        // Eight regions read side by side (eight streams for
+                        // the prefetchers, as a matrix product's rows are),
+                        // eight independent sums each.
+                        let part = a.len() / STREAMS;
+                        let parts: Vec<&[u64]> = a.chunks_exact(part).take(STREAMS).collect();
+                        let mut acc = [[0u64; 8]; STREAMS];
+                        for i in (0..part - part % 8).step_by(8) {
+                            for (acc, p) in acc.iter_mut().zip(&parts) {
+                                for (x, &v) in acc.iter_mut().zip(&p[i..i + 8]) {
+                                    *x = x.wrapping_add(v);
+                                }
+                            }
+                        }
+                        acc.iter().flatten().fold(0u64, |x, &y| x.wrapping_add(y))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("probe thread"))
+                .collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sums);
+        let read = words / STREAMS / 8 * 8 * STREAMS;
+        best = best.max((threads * read * 8) as f64 / secs / 1e9);
+    }
+    best
+}

@@ -186,6 +186,18 @@ pub enum DevCommand {
     /// directory OUT; --arch is llama, mistral, qwen2, qwen3, qwen3moe, ernie4_5,
     /// ernie4_5-moe, pangu-embedded or gemma3; --type is F32, F16 or BF16.
     RandomHf(RandomModelArgs),
+    /// Measure memory read bandwidth: each of THREADS threads sums its own
+    /// array of MIB MiB, best of 5; prints GB/s (the limit generation speed
+    /// is held to: bandwidth / bytes of weights read per token).
+    Bandwidth {
+        #[arg(short = 't', long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 512)]
+        mib: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -292,6 +304,20 @@ pub fn dev(c: DevCommand) -> Result<()> {
                 &a.out,
             )?;
             eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+        DevCommand::Bandwidth { threads, mib, json } => {
+            let gbs = crate::bench::read_bandwidth(threads.max(1), mib.max(1));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"threads": threads, "mib": mib, "read_gbs": gbs})
+                );
+            } else {
+                println!(
+                    "read bandwidth: {gbs:.1} GB/s ({threads} threads, {mib} MiB each, best of 5)"
+                );
+            }
             Ok(())
         }
     }
