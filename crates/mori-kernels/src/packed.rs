@@ -97,6 +97,21 @@ pub fn pack(
     n_cols: usize,
     n_threads: usize,
 ) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packed_size(ty, n_rows, n_cols)];
+    pack_into(ty, data, n_rows, n_cols, n_threads, &mut out)?;
+    Ok(out)
+}
+
+/// [`pack`] into `out`, which must hold [`packed_size`] bytes (a buffer the
+/// caller chose, e.g. one backed by huge pages).
+pub fn pack_into(
+    ty: GgmlType,
+    data: &[u8],
+    n_rows: usize,
+    n_cols: usize,
+    n_threads: usize,
+    out: &mut [u8],
+) -> Result<()> {
     if !packable(ty, n_rows, n_cols) {
         return Err(Error::Unsupported(format!(
             "{ty} weights of {n_rows} × {n_cols} cannot be repacked in groups of {GROUP} rows"
@@ -113,7 +128,13 @@ pub fn pack(
         });
     }
     let (src_group, dst_group) = (GROUP * row_bytes, group_bytes(ty, n_cols));
-    let mut out = vec![0u8; packed_size(ty, n_rows, n_cols)];
+    if out.len() != packed_size(ty, n_rows, n_cols) {
+        return Err(Error::Size {
+            what: "repacked weight bytes",
+            expected: packed_size(ty, n_rows, n_cols),
+            got: out.len(),
+        });
+    }
     let n_groups = n_rows / GROUP;
     let per = n_groups.div_ceil(n_threads.max(1));
     std::thread::scope(|s| {
@@ -135,7 +156,7 @@ pub fn pack(
             });
         }
     });
-    Ok(out)
+    Ok(())
 }
 
 /// One Q4_K group (see the layout above).
@@ -240,12 +261,14 @@ fn pack_group(ty: GgmlType, src: &[u8], dst: &mut [u8], nb: usize) {
         for r in 0..GROUP {
             let blk = &src[r * row_bytes + b * bb..r * row_bytes + (b + 1) * bb];
             d[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
-            let q = &blk[2..];
-            for j in 0..q.len() / 4 {
-                for i in 0..4 {
-                    let v = q[4 * j + i];
-                    d[32 + 64 * j + 4 * r + i] = if ty == GgmlType::Q8_0 { v ^ 0x80 } else { v };
-                }
+            let flip = if ty == GgmlType::Q8_0 {
+                0x8080_8080u32
+            } else {
+                0
+            };
+            for (j, q) in blk[2..].chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([q[0], q[1], q[2], q[3]]) ^ flip;
+                d[32 + 64 * j + 4 * r..36 + 64 * j + 4 * r].copy_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -283,6 +306,8 @@ pub fn unpack_row(ty: GgmlType, packed: &[u8], n_cols: usize, r: usize, out: &mu
 
 /// The AVX-512 VNNI kernel over x16 groups.
 #[cfg(target_arch = "x86_64")]
+// Lane k, token t and chunk j index several arrays at once in these loops.
+#[allow(clippy::needless_range_loop)]
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 

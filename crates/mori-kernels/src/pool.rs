@@ -135,7 +135,9 @@ impl ThreadPool {
         let per = n_chunks.div_ceil(self.n_threads);
         // One contiguous run of chunks per thread, handed out before the
         // threads start; each run is taken by exactly one thread.
-        let runs: Vec<Mutex<Option<(usize, &mut [T])>>> = data
+        // (index of the run's first chunk, the run), taken by one thread.
+        type Run<'a, T> = Mutex<Option<(usize, &'a mut [T])>>;
+        let runs: Vec<Run<T>> = data
             .chunks_mut(per * chunk_len)
             .enumerate()
             .map(|(k, run)| Mutex::new(Some((k * per, run))))
