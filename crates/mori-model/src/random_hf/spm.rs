@@ -323,26 +323,14 @@ pub(super) fn write_random_gemma3(
     )
     .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
     let id_of = |t: &str| piece_id(&pieces, t);
-    let mut specials: Vec<_> = GEMMA_HEAD
-        .iter()
-        .map(|(t, _)| special_token(id_of(t), t))
-        .collect();
+    let mut specials = head_specials(GEMMA_HEAD, &pieces);
     specials.push(special_token(spec.n_vocab, GEMMA_IMAGE_TOKEN));
     write_json(
         dir,
         "added_tokens.json",
         &json!({ GEMMA_IMAGE_TOKEN: spec.n_vocab }),
     )?;
-    write_json(
-        dir,
-        "tokenizer.json",
-        &spm_tokenizer_json(&pieces, &specials, SpmJson::Gemma),
-    )?;
-
-    let decoder: serde_json::Map<String, Json> = specials
-        .iter()
-        .map(|(id, _, o)| (id.to_string(), Json::Object(o.clone())))
-        .collect();
+    let decoder = write_tokenizer_json(dir, &pieces, &specials, SpmJson::Gemma)?;
     let tok_config = json!({
         "add_bos_token": true,
         "add_eos_token": false,
@@ -443,19 +431,8 @@ pub(super) fn write_random_mistral(
     std::fs::write(dir.join("tokenizer.model"), encode_bpe_model(&pieces))
         .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))?;
     let id_of = |t: &str| piece_id(&pieces, t);
-    let specials: Vec<_> = MISTRAL_HEAD
-        .iter()
-        .map(|(t, _)| special_token(id_of(t), t))
-        .collect();
-    write_json(
-        dir,
-        "tokenizer.json",
-        &spm_tokenizer_json(&pieces, &specials, SpmJson::Llama),
-    )?;
-    let decoder: serde_json::Map<String, Json> = specials
-        .iter()
-        .map(|(id, _, o)| (id.to_string(), Json::Object(o.clone())))
-        .collect();
+    let specials = head_specials(MISTRAL_HEAD, &pieces);
+    let decoder = write_tokenizer_json(dir, &pieces, &specials, SpmJson::Llama)?;
     // `legacy: true` says what the tokenizer.json does: a `▁` in front of
     // every stretch of text, as SentencePiece's own encoding has it.
     let tok_config = json!({
@@ -506,6 +483,35 @@ pub(super) fn write_random_mistral(
 /// Mistral's v3 instruction format (`<s>[INST] user[/INST] answer</s>`),
 /// enough for the converters to carry.
 const MISTRAL_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}[/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}";
+
+/// The leading pieces of `head` as special added tokens, with their ids in `pieces`.
+fn head_specials(
+    head: &[(&str, PieceType)],
+    pieces: &[(String, f32, PieceType)],
+) -> Vec<(usize, String, serde_json::Map<String, Json>)> {
+    head.iter()
+        .map(|(t, _)| special_token(piece_id(pieces, t), t))
+        .collect()
+}
+
+/// Writes the `tokenizer.json` of `pieces` in `style` and returns the
+/// `added_tokens_decoder` of `specials` for `tokenizer_config.json`.
+fn write_tokenizer_json(
+    dir: &Path,
+    pieces: &[(String, f32, PieceType)],
+    specials: &[(usize, String, serde_json::Map<String, Json>)],
+    style: SpmJson,
+) -> Result<serde_json::Map<String, Json>> {
+    write_json(
+        dir,
+        "tokenizer.json",
+        &spm_tokenizer_json(pieces, specials, style),
+    )?;
+    Ok(specials
+        .iter()
+        .map(|(id, _, o)| (id.to_string(), Json::Object(o.clone())))
+        .collect())
+}
 
 /// An added token that is special and matched on the raw text: its id, text
 /// and `added_tokens_decoder` entry.
