@@ -12,7 +12,7 @@ mod value;
 mod writer;
 
 pub use reader::{GgufFile, TensorInfo};
-pub use value::{Array, Value};
+pub use value::{Array, StrArray, Value};
 pub use writer::{GgufStream, GgufWriter, TensorLayout};
 
 /// The four bytes every GGUF file starts with.

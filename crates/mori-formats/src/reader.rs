@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use memmap2::Mmap;
 use mori_kernels::GgmlType;
@@ -60,6 +61,8 @@ pub struct GgufFile {
     meta_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// Byte ranges handed to [`GgufFile::release`], for [`GgufFile::trim`].
+    released: Mutex<Vec<(usize, usize)>>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -251,6 +254,7 @@ impl GgufFile {
             meta_index,
             tensors,
             tensor_index,
+            released: Mutex::new(Vec::new()),
         })
     }
 
@@ -395,22 +399,55 @@ impl GgufFile {
     }
 
     /// Drops the mapped pages of `info`'s data from this process's resident
-    /// set, for weights copied elsewhere (repacked) at load: reading them
-    /// again brings them back from the page cache. A no-op for a file read
-    /// into memory.
+    /// set, for data copied elsewhere at load (repacked weights, norms turned
+    /// into f32): reading them again brings them back from the page cache. A
+    /// no-op for a file read into memory.
     pub fn release(&self, info: &TensorInfo) {
+        let range = (
+            (self.data_offset + info.offset) as usize,
+            info.n_bytes as usize,
+        );
+        self.drop_pages(range);
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(range);
+    }
+
+    /// Drops again the pages of everything released so far, and those of the
+    /// header (parsed into owned values at open): a page fault maps up to
+    /// 64 KiB of cached neighbours around the page it needs, so reading one
+    /// tensor brings back the edges of released ones. For the end of a load.
+    pub fn trim(&self) {
+        self.drop_pages((0, self.data_offset as usize));
+        for &range in self
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            self.drop_pages(range);
+        }
+    }
+
+    /// Advises that `info`'s data is read a row at a time in no order (the
+    /// token embedding when it is not also the output matrix): a page fault
+    /// there then maps that page alone, not its neighbours.
+    pub fn read_randomly(&self, info: &TensorInfo) {
         if let Backing::Mmap(m) = &self.backing {
             let start = (self.data_offset + info.offset) as usize;
+            // Only advice: failure keeps the default read-around.
+            let _ = m.advise_range(memmap2::Advice::Random, start, info.n_bytes as usize);
+        }
+    }
+
+    fn drop_pages(&self, (start, len): (usize, usize)) {
+        if let Backing::Mmap(m) = &self.backing {
             // SAFETY: the mapping is private and never written, so dropping
             // its pages changes no byte any reference sees: the next read
             // faults them in again from the file. Failure only keeps them.
-            let _ = unsafe {
-                m.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    info.n_bytes as usize,
-                )
-            };
+            let _ =
+                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
         }
     }
 
@@ -509,11 +546,16 @@ impl<'a> Cursor<'a> {
     }
 
     fn string(&mut self, what: &str) -> Result<String> {
+        self.str_ref(what).map(str::to_string)
+    }
+
+    /// A length-prefixed string, borrowed from the file's bytes.
+    fn str_ref(&mut self, what: &str) -> Result<&'a str> {
         let len = self.u64(what)?;
         let len = usize::try_from(len)
             .map_err(|_| self.invalid(what, format!("string length {len} is absurd")))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
+        std::str::from_utf8(bytes)
             .map_err(|e| self.invalid(what, format!("string is not UTF-8: {e}")))
     }
 
@@ -608,7 +650,19 @@ impl<'a> Cursor<'a> {
                     format!("bool byte {b} is neither 0 nor 1")
                 )),
             }),
-            T_STRING => fixed!(String, 8, |c: &mut Self| c.string(&what)),
+            T_STRING => {
+                let n = self.check_count(n, 8, &what)?;
+                let mut v = StrArray::with_capacity(n, 0);
+                for i in 0..n {
+                    let s = self.str_ref(&what)?;
+                    if !v.try_push(s) {
+                        return Err(
+                            self.invalid(&what, format!("more than 4 GiB of text by element {i}"))
+                        );
+                    }
+                }
+                Array::String(v)
+            }
             T_ARRAY => {
                 let n = self.check_count(n, 12, &what)?;
                 let mut v = Vec::with_capacity(n);

@@ -33,8 +33,125 @@ pub enum Array {
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StrArray),
     Array(Vec<Array>),
+}
+
+/// A list of strings kept as one text buffer and the end offset of each
+/// element: a vocabulary of 150,000 tokens takes about 1.6 MB this way,
+/// against 8 MB or more as separate `String`s (each a 24-byte header and its
+/// own allocation).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StrArray {
+    text: String,
+    /// `ends[i]` is where element `i` ends in `text`; it starts where `i - 1` ends.
+    ends: Vec<u32>,
+}
+
+impl StrArray {
+    pub fn new() -> StrArray {
+        StrArray::default()
+    }
+
+    pub fn with_capacity(n: usize, text_bytes: usize) -> StrArray {
+        StrArray {
+            text: String::with_capacity(text_bytes),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Appends `s`, or returns `false` (and appends nothing) when the text
+    /// would pass 4 GiB.
+    pub fn try_push(&mut self, s: &str) -> bool {
+        match u32::try_from(self.text.len() + s.len()) {
+            Ok(end) => {
+                self.text.push_str(s);
+                self.ends.push(end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Appends `s`.
+    ///
+    /// # Panics
+    /// When the text would pass 4 GiB ([`StrArray::try_push`] reports that
+    /// instead); no metadata array comes near it.
+    pub fn push(&mut self, s: &str) {
+        assert!(
+            self.try_push(s),
+            "a string array holds at most 4 GiB of text"
+        );
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.text[start..end])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl std::ops::Index<usize> for StrArray {
+    type Output = str;
+
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(s) => s,
+            None => panic!("index {i} out of {} strings", self.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StrArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StrArray {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> StrArray {
+        let mut a = StrArray::new();
+        for s in iter {
+            a.push(s.as_ref());
+        }
+        a
+    }
+}
+
+impl From<Vec<String>> for StrArray {
+    fn from(v: Vec<String>) -> StrArray {
+        let mut a = StrArray::with_capacity(v.len(), v.iter().map(String::len).sum());
+        for s in &v {
+            a.push(s);
+        }
+        a
+    }
+}
+
+impl<'a> IntoIterator for &'a StrArray {
+    type Item = &'a str;
+    type IntoIter = Box<dyn ExactSizeIterator<Item = &'a str> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 // GGUF's value type ids.
@@ -194,5 +311,24 @@ impl Array {
             Array::I64(v) => Some(v.clone()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StrArray;
+
+    #[test]
+    fn str_array_keeps_every_string_and_its_bounds() {
+        let words = ["", "a", "ü▁", "", "longer text"];
+        let a: StrArray = words.iter().collect();
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.iter().collect::<Vec<_>>(), words);
+        assert_eq!(&a[2], "ü▁");
+        assert_eq!(a.get(3), Some(""));
+        assert_eq!(a.get(5), None);
+        assert_eq!(StrArray::from(a.to_vec()), a);
+        assert_eq!(format!("{a:?}"), format!("{words:?}"));
+        assert!(StrArray::new().is_empty());
     }
 }

@@ -21,7 +21,7 @@ fn sample() -> GgufWriter {
     w.add("bool", Value::Bool(true));
     w.add(
         "strs",
-        Value::Array(Array::String(vec!["a".into(), "ü▁".into()])),
+        Value::Array(Array::String(["a", "ü▁"].into_iter().collect())),
     );
     w.add(
         "nested",
@@ -60,7 +60,7 @@ fn round_trip_keeps_every_value_and_tensor() {
     );
     assert_eq!(
         f.get_array("strs").unwrap(),
-        Some(&Array::String(vec!["a".into(), "ü▁".into()]))
+        Some(&Array::String(["a", "ü▁"].into_iter().collect()))
     );
     assert_eq!(f.get_u32("missing").unwrap(), None);
     let (info, data) = f.tensor("c.weight").unwrap();

@@ -170,6 +170,9 @@ impl Model {
     ) -> Result<Model> {
         let hparams = HParams::from_gguf(&file, &info.arch, tokenizer.n_vocab())?;
         let net = (entry.load)(file.clone(), hparams.clone())?;
+        // Loading read the header and every weight; let go of the pages whose
+        // contents now live elsewhere.
+        file.trim();
         tracing::debug!(arch = %info.arch, n_params = info.n_params, "model loaded");
         Ok(Model {
             hparams,

@@ -680,7 +680,10 @@ fn add_vocab(w: &mut GgufWriter, n_vocab: usize) {
         scores.push(-(i as f32));
     }
     w.add("tokenizer.ggml.model", Value::String("llama".into()));
-    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    w.add(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(tokens.into())),
+    );
     w.add("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
     w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
     w.add("tokenizer.ggml.bos_token_id", Value::U32(1));

@@ -68,7 +68,7 @@ fn compare(reference: &[f32], ours: &[f32], n_vocab: usize) -> (f64, f64) {
 fn as_recorded(v: &Meta) -> Value {
     fn items(a: &Array) -> Vec<Value> {
         match a {
-            Array::String(v) => v.iter().map(|s| Value::from(s.as_str())).collect(),
+            Array::String(v) => v.iter().map(Value::from).collect(),
             Array::I32(v) => v.iter().map(|&x| Value::from(x)).collect(),
             Array::U32(v) => v.iter().map(|&x| Value::from(x)).collect(),
             Array::F32(v) => v.iter().map(|&x| Value::from(x)).collect(),

@@ -12,7 +12,9 @@ use mori_formats::GgufFile;
 use mori_kernels::ops::{self, AttnShape, KvLayout, Rope, RopeLayout};
 use mori_kernels::ThreadPool;
 
-use super::{forward_in_batches, load_vector, Linear, Logits, Network, SharedActs};
+use super::{
+    advise_lookups_only, forward_in_batches, load_vector, Linear, Logits, Network, SharedActs,
+};
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
@@ -65,6 +67,7 @@ impl Gemma3 {
             // Tied: the embedding again, as a product's weight.
             None => Linear::load(f, "token_embd.weight", d, hp.n_vocab)?,
         };
+        advise_lookups_only(f, &tok_embd, &output);
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let name = |t: &str| format!("blk.{i}.{t}");

@@ -14,7 +14,8 @@ use mori_kernels::ThreadPool;
 use super::ffn::{DenseFfn, Ffn, FfnScratch};
 use super::moe::{MoeFfn, RoutingTrace};
 use super::{
-    forward_in_batches, load_vector, load_vector_opt, Linear, Logits, Network, SharedActs,
+    advise_lookups_only, forward_in_batches, load_vector, load_vector_opt, Linear, Logits, Network,
+    SharedActs,
 };
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
@@ -76,6 +77,7 @@ impl Llama {
             // Tied: the embedding again, as a product's weight.
             None => Linear::load(f, "token_embd.weight", d, hp.n_vocab)?,
         };
+        advise_lookups_only(f, &tok_embd, &output);
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let name = |t: &str| format!("blk.{i}.{t}");

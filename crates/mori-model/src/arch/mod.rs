@@ -174,12 +174,26 @@ impl Linear {
         )?)
     }
 
+    /// Whether this matrix was repacked at load.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
     /// Row `idx` as f32 (embedding lookup).
     pub fn row(&self, f: &GgufFile, idx: usize, out: &mut [f32]) -> Result<()> {
         let row_bytes = self.ty.row_size(self.n_cols)?;
         let data = f.tensor_data(&self.info);
         mori_kernels::dequantize_row(self.ty, &data[idx * row_bytes..(idx + 1) * row_bytes], out)?;
         Ok(())
+    }
+}
+
+/// Advises the kernel that the token embedding is only looked up a row at a
+/// time, when the output matrix is a repacked copy or another tensor: each
+/// lookup then maps the page it reads, not the 64 KiB around it.
+pub fn advise_lookups_only(f: &GgufFile, tok_embd: &Linear, output: &Linear) {
+    if output.is_packed() || output.info.name != tok_embd.info.name {
+        f.read_randomly(&tok_embd.info);
     }
 }
 
@@ -212,6 +226,7 @@ pub fn load_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     }
     let mut out = vec![0.0f32; n];
     mori_kernels::dequantize_row(info.ty, data, &mut out)?;
+    f.release(info);
     Ok(out)
 }
 

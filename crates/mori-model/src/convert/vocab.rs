@@ -288,11 +288,14 @@ impl HfTokenizer {
         }
         w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
         w.add("tokenizer.ggml.pre", Value::String(self.pre.into()));
-        w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+        w.add(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(tokens.into())),
+        );
         w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
         w.add(
             "tokenizer.ggml.merges",
-            Value::Array(Array::String(self.merges.clone())),
+            Value::Array(Array::String(self.merges.iter().collect())),
         );
         if let Some(b) = self.bos {
             w.add("tokenizer.ggml.bos_token_id", Value::U32(b));
@@ -573,7 +576,7 @@ impl SpmVocab {
         w.add("tokenizer.ggml.pre", Value::String("default".into()));
         w.add(
             "tokenizer.ggml.tokens",
-            Value::Array(Array::String(self.tokens.clone())),
+            Value::Array(Array::String(self.tokens.iter().collect())),
         );
         w.add(
             "tokenizer.ggml.scores",

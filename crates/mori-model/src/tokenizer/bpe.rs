@@ -205,7 +205,7 @@ fn merge_word(tok: &Tokenizer, w: &str, out: &mut Vec<u32>) {
     let rank_of = |pieces: &[Piece], l: usize, r: usize| -> Option<u32> {
         let a = &w[pieces[l].start..pieces[l].end];
         let b = &w[pieces[r].start..pieces[r].end];
-        tok.merge_rank.get(&(a.to_string(), b.to_string())).copied()
+        tok.merge_rank(a, b)
     };
     let push =
         |heap: &mut BinaryHeap<Pair>, pieces: &[Piece], l: Option<usize>, r: Option<usize>| {

@@ -9,7 +9,9 @@ mod spm;
 
 use std::collections::HashMap;
 
-use mori_formats::{Array, GgufFile};
+use std::hash::BuildHasher;
+
+use mori_formats::{Array, GgufFile, StrArray};
 
 pub(crate) use bpe::byte_to_unicode;
 pub use bpe::PreTokenizer;
@@ -82,11 +84,11 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Vocab {
     pub kind: Kind,
-    pub tokens: Vec<String>,
+    pub tokens: StrArray,
     pub scores: Vec<f32>,
     pub types: Vec<TokenType>,
     /// `"left right"` pairs, best first (BPE only).
-    pub merges: Vec<String>,
+    pub merges: StrArray,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -99,9 +101,12 @@ pub struct Vocab {
 
 pub struct Tokenizer {
     v: Vocab,
-    token_to_id: HashMap<String, u32>,
-    /// Rank of each merge pair (BPE).
-    merge_rank: HashMap<(String, String), u32>,
+    token_ids: TokenIndex,
+    /// Rank of each merge (BPE), by the ids of its two parts.
+    merge_rank: HashMap<(u32, u32), u32>,
+    /// Rank of the merges whose parts are not both tokens, by their texts
+    /// (none in the vocabularies seen so far).
+    merge_rank_text: HashMap<(String, String), u32>,
     /// Control, user-defined and unknown tokens, longest text first.
     special: Vec<u32>,
     /// Token of each byte value (byte fallback), where the vocabulary has one.
@@ -111,6 +116,35 @@ pub struct Tokenizer {
     /// A Hugging Face directory's own `tokenizer.json`, which then does the
     /// encoding (decoding reads the vocabulary, token by token).
     hf: Option<HfEncoder>,
+}
+
+/// Token ids by text. The table holds only ids and hashes them through the
+/// vocabulary's own strings, so the 150,000 texts of a large vocabulary are
+/// not copied a second time.
+struct TokenIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl TokenIndex {
+    fn new(tokens: &StrArray) -> TokenIndex {
+        let hasher = std::hash::RandomState::new();
+        let mut table = hashbrown::HashTable::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            let h = hasher.hash_one(t);
+            // The first id wins for duplicated texts, as in llama.cpp.
+            if table.find(h, |&j: &u32| &tokens[j as usize] == t).is_none() {
+                table.insert_unique(h, i as u32, |&j: &u32| hasher.hash_one(&tokens[j as usize]));
+            }
+        }
+        TokenIndex { table, hasher }
+    }
+
+    fn get(&self, tokens: &StrArray, text: &str) -> Option<u32> {
+        self.table
+            .find(self.hasher.hash_one(text), |&j| &tokens[j as usize] == text)
+            .copied()
+    }
 }
 
 /// `tokenizer.json` through the `tokenizers` crate, twice: once splitting out
@@ -172,7 +206,7 @@ impl Tokenizer {
                     msg: "expected strings".into(),
                 })
             }
-            None => Vec::new(),
+            None => StrArray::new(),
         };
         let id = |key: &'static str| -> Result<Option<u32>> {
             match f.get_u32(key)? {
@@ -231,20 +265,26 @@ impl Tokenizer {
                 msg: "scores and types must match tokens".into(),
             });
         }
-        let mut token_to_id = HashMap::with_capacity(n);
-        for (i, t) in v.tokens.iter().enumerate() {
-            // The first id wins for duplicated texts, as in llama.cpp.
-            token_to_id.entry(t.clone()).or_insert(i as u32);
-        }
-        let mut merge_rank = HashMap::new();
+        let token_ids = TokenIndex::new(&v.tokens);
+        let token_id = |t: &str| token_ids.get(&v.tokens, t);
+        let mut merge_rank = HashMap::with_capacity(v.merges.len());
+        let mut merge_rank_text = HashMap::new();
         for (rank, m) in v.merges.iter().enumerate() {
             let (a, b) = m.split_once(' ').ok_or_else(|| TokenizerError::BadKey {
                 key: "tokenizer.ggml.merges",
                 msg: format!("merge {rank} ('{m}') is not two tokens separated by a space"),
             })?;
-            merge_rank
-                .entry((a.to_string(), b.to_string()))
-                .or_insert(rank as u32);
+            // The first rank wins for a pair listed twice.
+            match (token_id(a), token_id(b)) {
+                (Some(ia), Some(ib)) => {
+                    merge_rank.entry((ia, ib)).or_insert(rank as u32);
+                }
+                _ => {
+                    merge_rank_text
+                        .entry((a.to_string(), b.to_string()))
+                        .or_insert(rank as u32);
+                }
+            }
         }
         let mut special: Vec<u32> = (0..n as u32)
             .filter(|&i| {
@@ -259,15 +299,13 @@ impl Tokenizer {
         let mut byte_tokens = [None; 256];
         for b in 0..=255u8 {
             byte_tokens[b as usize] = match &v.kind {
-                Kind::Spm => token_to_id.get(&format!("<0x{b:02X}>")).copied(),
-                Kind::Bpe(_) => token_to_id
-                    .get(&bpe::byte_to_unicode(b).to_string())
-                    .copied(),
+                Kind::Spm => token_id(&format!("<0x{b:02X}>")),
+                Kind::Bpe(_) => token_id(&bpe::byte_to_unicode(b).to_string()),
             };
         }
         let mut eog: Vec<u32> = [v.eos, v.eot].into_iter().flatten().collect();
         for t in EOG_TEXTS {
-            if let Some(&id) = token_to_id.get(*t) {
+            if let Some(id) = token_id(t) {
                 if !eog.contains(&id) && v.types[id as usize] != TokenType::Normal {
                     eog.push(id);
                 }
@@ -279,8 +317,9 @@ impl Tokenizer {
         };
         Ok(Tokenizer {
             v,
-            token_to_id,
+            token_ids,
             merge_rank,
+            merge_rank_text,
             special,
             byte_tokens,
             eog,
@@ -350,8 +389,20 @@ impl Tokenizer {
         self.eog.contains(&id)
     }
 
+    /// The rank of the merge of `a` and `b` (BPE), if the vocabulary has it.
+    pub(crate) fn merge_rank(&self, a: &str, b: &str) -> Option<u32> {
+        match (self.token_id(a), self.token_id(b)) {
+            (Some(ia), Some(ib)) => self.merge_rank.get(&(ia, ib)).copied(),
+            _ if self.merge_rank_text.is_empty() => None,
+            _ => self
+                .merge_rank_text
+                .get(&(a.to_string(), b.to_string()))
+                .copied(),
+        }
+    }
+
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.token_to_id.get(text).copied()
+        self.token_ids.get(&self.v.tokens, text)
     }
 
     /// Token ids of `text`. `add_special` adds BOS/EOS where the vocabulary
@@ -424,7 +475,7 @@ impl Tokenizer {
             if !parse_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
                 continue;
             }
-            let pat = self.v.tokens[id as usize].as_str();
+            let pat = &self.v.tokens[id as usize];
             let mut next = Vec::with_capacity(frags.len());
             for f in frags {
                 match f {
@@ -588,5 +639,52 @@ impl<'a> Detokenizer<'a> {
         let s = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bpe(tokens: &[&str], merges: &[&str]) -> Tokenizer {
+        let n = tokens.len();
+        Tokenizer::from_vocab(Vocab {
+            kind: Kind::Bpe(PreTokenizer::Gpt2),
+            tokens: tokens.iter().collect(),
+            scores: vec![0.0; n],
+            types: vec![TokenType::Normal; n],
+            merges: merges.iter().collect(),
+            bos: None,
+            eos: None,
+            eot: None,
+            unk: None,
+            pad: None,
+            add_bos: false,
+            add_eos: false,
+            add_space_prefix: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn merges_apply_by_rank_whether_or_not_their_parts_are_tokens() {
+        // "a b" and "ab c" join tokens; "x y" joins two texts that are not
+        // tokens themselves, into one that is.
+        let tok = bpe(&["a", "b", "c", "ab", "abc", "xy"], &["a b", "ab c", "x y"]);
+        assert_eq!(tok.encode("abc", false, false), vec![4]);
+        assert_eq!(tok.encode("xy", false, false), vec![5]);
+        assert_eq!(tok.encode("ba", false, false), vec![1, 0]);
+        assert_eq!(tok.merge_rank("ab", "c"), Some(1));
+        assert_eq!(tok.merge_rank("x", "y"), Some(2));
+        assert_eq!(tok.merge_rank("b", "a"), None);
+    }
+
+    #[test]
+    fn a_duplicated_text_keeps_its_first_id() {
+        let tok = bpe(&["a", "b", "a"], &[]);
+        assert_eq!(tok.token_id("a"), Some(0));
+        assert_eq!(tok.token_id("b"), Some(1));
+        assert_eq!(tok.token_id("c"), None);
+        assert_eq!(tok.n_vocab(), 3);
     }
 }
