@@ -512,15 +512,10 @@ fn packed_groups(
             _ => avx512::group_q6k::<1>(nb256, g, [x(t)], [q6c(t)]),
         }
     };
-    // The groups in the order of four interleaved runs (the quarters of this
-    // thread's share): the weights then stream as four sequential runs, which
-    // the hardware prefetchers follow further ahead than one.
+    // The groups in memory order: the kernels prefetch ahead of the block
+    // they read, into the next group at a group's end.
     let n = groups.len() / group_bytes;
-    let q = n.div_ceil(4);
-    let order = (0..q)
-        .flat_map(|i| (0..4).map(move |k| k * q + i))
-        .filter(|&i| i < n);
-    for i in order {
+    for i in 0..n {
         let g = &groups[i * group_bytes..(i + 1) * group_bytes];
         let r0 = (g0 + i) * GROUP;
         let mut t = 0;
