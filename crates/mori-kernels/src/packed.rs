@@ -312,19 +312,21 @@ pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// Asks for the `bytes` that lie `DIST` bytes past `p` (the same span of
-    /// a later block) to be brought into L1. A group's blocks are read once
-    /// per token pair, in order; when generating (one token) the weights
-    /// stream from memory and this keeps enough lines in flight: on the
-    /// 2-core AVX-512 machine of docs/PERFORMANCE.md it took llama-1b's
-    /// generation from 58-62% of the measured bandwidth limit to 74-97%.
-    /// The distances were tuned there (2 KiB for the 4-bit K-types, which do
-    /// more work per byte, 3 KiB for Q4_0/Q8_0). The addresses may pass the
-    /// end of the matrix: a prefetch never faults.
+    /// a later block) to be brought into L1, and those `4 · DIST` past it
+    /// into L2. A group's blocks are read in order, once per token pair; when
+    /// generating (one token) the weights stream from memory, and this keeps
+    /// enough lines in flight: on the 2-core AVX-512 machine of
+    /// docs/PERFORMANCE.md it took llama-1b's generation from 58% of the
+    /// measured bandwidth limit to 80-100%. The distances were tuned there
+    /// (2 KiB for the K-types, which do more work per byte, 3 KiB for
+    /// Q4_0/Q8_0). The addresses may pass the end of the matrix: a prefetch
+    /// never faults.
     #[inline(always)]
     unsafe fn prefetch<const DIST: usize>(p: *const u8, bytes: usize) {
         let mut o = 0;
         while o < bytes {
             _mm_prefetch(p.wrapping_add(DIST + o) as *const i8, _MM_HINT_T0);
+            _mm_prefetch(p.wrapping_add(4 * DIST + o) as *const i8, _MM_HINT_T1);
             o += 64;
         }
     }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// How long a thread polls for the next job (or for the others to finish)
 /// before it sleeps.
 const SPIN: Duration = Duration::from_micros(300);
+/// How long of that it polls without giving its core away: yielding is a
+/// system call, and the gaps between a token's products are mostly shorter.
+const SPIN_HOT: Duration = Duration::from_micros(50);
 
 /// A job borrowed for the duration of one [`ThreadPool::run`] call.
 #[derive(Clone, Copy)]
@@ -33,6 +36,9 @@ struct Shared {
     remaining: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Threads asleep (or about to be) on `start` or `done`; a wake-up
+    /// with none skips the lock and the system call.
+    sleepers: AtomicUsize,
     /// Held to sleep on `start` or `done`, and to notify them.
     sleep: Mutex<()>,
     start: Condvar,
@@ -45,25 +51,39 @@ fn wait_until(shared: &Shared, cv: &Condvar, ready: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !ready() {
         spins += 1;
-        if spins < 64 {
+        if spins % 64 != 0 {
             std::hint::spin_loop();
             continue;
         }
-        if t0.elapsed() > SPIN {
+        let waited = t0.elapsed();
+        if waited > SPIN {
             let mut g = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `wake`: either the waker sees this
+            // sleeper, or this thread sees the condition it set.
+            std::sync::atomic::fence(Ordering::SeqCst);
             while !ready() {
                 g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
             }
+            shared.sleepers.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        // Give the core away if anyone else wants it (more threads than cores).
-        std::thread::yield_now();
+        if waited > SPIN_HOT {
+            // Give the core away if anyone else wants it (more threads than cores).
+            std::thread::yield_now();
+        }
     }
 }
 
-/// Wakes whoever sleeps on `cv`. Taking the lock orders this after a sleeper's
-/// last check of its condition, so the wake-up cannot be lost.
+/// Wakes whoever sleeps on `cv`, once the caller has set the condition they
+/// wait for. A sleeper counts itself before its last check of the condition,
+/// and the notification is sent under the lock it holds until it waits, so
+/// the wake-up cannot be lost.
 fn wake(shared: &Shared, cv: &Condvar) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if shared.sleepers.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     let _g = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
     cv.notify_all();
 }
@@ -87,6 +107,7 @@ impl ThreadPool {
             remaining: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             start: Condvar::new(),
             done: Condvar::new(),
