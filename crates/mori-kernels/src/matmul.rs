@@ -504,6 +504,16 @@ fn packed_groups(
             _ => avx512::group_q6k::<2>(nb256, g, [x(t), x(t + 1)], [q6c(t), q6c(t + 1)]),
         }
     };
+    // Q4_K batches: eight tokens per pass over a group's weights.
+    const BATCH: usize = 8;
+    let batch = |g: *const u8, t: usize| unsafe {
+        avx512::group_q4k_batch::<BATCH>(
+            nb256,
+            g,
+            std::array::from_fn(|i| x(t + i)),
+            std::array::from_fn(|i| ksub(t + i)),
+        )
+    };
     let one = |g: *const u8, t: usize| unsafe {
         match ty {
             GgmlType::Q4_0 => avx512::group::<true, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
@@ -519,6 +529,16 @@ fn packed_groups(
         let g = &groups[i * group_bytes..(i + 1) * group_bytes];
         let r0 = (g0 + i) * GROUP;
         let mut t = 0;
+        if ty == GgmlType::Q4K {
+            while t + BATCH <= n_tokens {
+                for (j, row) in batch(g.as_ptr(), t).iter().enumerate() {
+                    for (k, &v) in row.iter().enumerate() {
+                        store(r0 + k, t + j, v);
+                    }
+                }
+                t += BATCH;
+            }
+        }
         while t + 2 <= n_tokens {
             for (j, row) in two(g.as_ptr(), t).iter().enumerate() {
                 for (k, &v) in row.iter().enumerate() {

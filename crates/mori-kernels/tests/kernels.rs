@@ -289,7 +289,7 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
         let packed = pack(ty, &wq, n_rows, n_cols, 2).unwrap();
         let plain = WeightView::new(ty, &wq, n_rows, n_cols).unwrap();
         let view = WeightView::packed(ty, &packed, n_rows, n_cols).unwrap();
-        for n_tokens in [1, 2, 3, 8] {
+        for n_tokens in [1, 2, 3, 8, 19] {
             let mut x = data(n_tokens * n_cols, 12 + n_tokens as u64);
             x[0] = 1000.0;
             x[1] = -1000.0;
