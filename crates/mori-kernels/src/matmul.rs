@@ -504,15 +504,19 @@ fn packed_groups(
             _ => avx512::group_q6k::<2>(nb256, g, [x(t), x(t + 1)], [q6c(t), q6c(t + 1)]),
         }
     };
-    // Q4_K batches: eight tokens per pass over a group's weights.
+    // K-type batches: eight tokens per pass over a group's weights.
     const BATCH: usize = 8;
+    let batched = matches!(ty, GgmlType::Q4K | GgmlType::Q6K);
     let batch = |g: *const u8, t: usize| unsafe {
-        avx512::group_q4k_batch::<BATCH>(
-            nb256,
-            g,
-            std::array::from_fn(|i| x(t + i)),
-            std::array::from_fn(|i| ksub(t + i)),
-        )
+        let xs = std::array::from_fn(|i| x(t + i));
+        match ty {
+            GgmlType::Q4K => {
+                avx512::group_q4k_batch::<BATCH>(nb256, g, xs, std::array::from_fn(|i| ksub(t + i)))
+            }
+            _ => {
+                avx512::group_q6k_batch::<BATCH>(nb256, g, xs, std::array::from_fn(|i| q6c(t + i)))
+            }
+        }
     };
     let one = |g: *const u8, t: usize| unsafe {
         match ty {
@@ -529,7 +533,7 @@ fn packed_groups(
         let g = &groups[i * group_bytes..(i + 1) * group_bytes];
         let r0 = (g0 + i) * GROUP;
         let mut t = 0;
-        if ty == GgmlType::Q4K {
+        if batched {
             while t + BATCH <= n_tokens {
                 for (j, row) in batch(g.as_ptr(), t).iter().enumerate() {
                     for (k, &v) in row.iter().enumerate() {

@@ -592,6 +592,92 @@ pub(crate) mod avx512 {
         )
     }
 
+    /// [`group_q6k`] for a batch of `T` tokens, lane by lane as
+    /// [`group_q4k_batch`]: lane k reads the 6-bit levels of the sub-blocks
+    /// of parity k / 4 at position k % 4, unpacked once per super-block for
+    /// all `T` tokens. Same integers, same float order, same bits.
+    ///
+    /// # Safety
+    /// As [`group`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn group_q6k_batch<const T: usize>(
+        nb: usize,
+        g: *const u8,
+        x: [*const u8; T],
+        q6c: [*const i32; T],
+    ) -> [[f32; 16]; T] {
+        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
+        let mut acc = [[_mm512_setzero_ps(); 8]; T];
+        let low = _mm512_set1_epi8(0x0f);
+        let two = _mm512_set1_epi8(0x30);
+        for b in 0..nb {
+            let gb = g.add(b * 16 * 210);
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+            let d: [__m512; T] = std::array::from_fn(|t| {
+                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+                _mm512_mul_ps(_mm512_set1_ps(dx), dw)
+            });
+            let sc: [__m512i; 16] =
+                std::array::from_fn(|m| twice_signed(gb.add(Q6K_SCALES + 16 * m)));
+            for k in 0..8 {
+                let (par, s) = (k / 4, k % 4);
+                let lev: [__m512i; 8] = std::array::from_fn(|i| {
+                    let m = par + 2 * i;
+                    let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
+                    let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
+                    let lo4 = if s % 2 == 0 {
+                        _mm512_and_si512(ql, low)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16(ql, 4), low)
+                    };
+                    let hi2 = match s {
+                        0 => _mm512_slli_epi16(qh, 4),
+                        1 => _mm512_slli_epi16(qh, 2),
+                        2 => qh,
+                        _ => _mm512_srli_epi16(qh, 2),
+                    };
+                    _mm512_or_si512(lo4, _mm512_and_si512(hi2, two))
+                });
+                let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    gb.add(Q6K_SCALES + 16 * 2 * k) as *const __m128i
+                ));
+                let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    gb.add(Q6K_SCALES + 16 * (2 * k + 1)) as *const __m128i,
+                ));
+                // (2·scale 2k, 2·scale 2k+1) as i16 halves, as in `group_q6k`.
+                let sc2 = _mm512_slli_epi16(
+                    _mm512_or_si512(
+                        _mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
+                        _mm512_slli_epi32(hi, 16),
+                    ),
+                    1,
+                );
+                for t in 0..T {
+                    let xb = x[t].add(b * 292 + 4 + 4 * s);
+                    let mut la = _mm512_setzero_si512();
+                    let mut lb = _mm512_setzero_si512();
+                    for i in (0..8).step_by(2) {
+                        let (m0, m1) = (par + 2 * i, par + 2 * i + 2);
+                        let x0 =
+                            _mm512_set1_epi32((xb.add(16 * m0) as *const i32).read_unaligned());
+                        let x1 =
+                            _mm512_set1_epi32((xb.add(16 * m1) as *const i32).read_unaligned());
+                        la = dpwssd(la, _mm512_maddubs_epi16(lev[i], x0), sc[m0]);
+                        lb = dpwssd(lb, _mm512_maddubs_epi16(lev[i + 1], x1), sc[m1]);
+                    }
+                    let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
+                    let lane = dpwssd(_mm512_add_epi32(la, lb), sc2, c);
+                    acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane), acc[t][k]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 16]; T];
+        for t in 0..T {
+            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
+        }
+        out
+    }
+
     /// Q6_K: one group with `T` Q8_K activation rows (`x[t]`: 292-byte
     /// blocks; `q6c[t]`: per block, 8 dwords `(-16·Σ group 2k, -16·Σ group
     /// 2k+1)` as i16) over `nb` super-blocks.
