@@ -255,6 +255,7 @@ mod tests {
 
     thread_local! {
         pub(super) static SCALAR_ATTENTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        pub(super) static AVX2_ATTENTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     /// The SIMD score (q · an f16 key row) has `dot_lanes`' bits. Tested on its
@@ -279,6 +280,11 @@ mod tests {
                 let fast = unsafe { x86_attn::dot_f16(&q, k.as_ptr()) };
                 let slow = dot_lanes(&q, &kf);
                 assert_eq!(fast.to_bits(), slow.to_bits(), "hd {hd}: {fast} vs {slow}");
+                if crate::simd::level() == crate::simd::Isa::Avx512 {
+                    // SAFETY: AVX-512 present; `k` holds `hd` values.
+                    let wide = unsafe { x86_attn::dot_f16_512(&q, k.as_ptr()) };
+                    assert_eq!(wide.to_bits(), slow.to_bits(), "hd {hd}: {wide} vs {slow}");
+                }
                 // How often a plain left-to-right sum differs: the data must be
                 // able to tell summation orders apart for this test to mean anything.
                 let naive = q.iter().zip(&kf).fold(0.0f32, |s, (a, b)| s + a * b);
@@ -330,15 +336,23 @@ mod tests {
                 head_dim: hd,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            let run = |scalar: bool| {
+            let run = |scalar: bool, avx2: bool| {
                 SCALAR_ATTENTION.with(|c| c.set(scalar));
+                AVX2_ATTENTION.with(|c| c.set(avx2));
                 let mut out = vec![0.0f32; n_tokens * n_head * hd];
                 attention(&pool, shape, &q, &k, &v, &mut out);
                 SCALAR_ATTENTION.with(|c| c.set(false));
+                AVX2_ATTENTION.with(|c| c.set(false));
                 out
             };
-            let (fast, slow) = (run(false), run(true));
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            // The best tier, AVX2 (the same where that is the best), scalar.
+            let slow = run(true, false);
+            let fast: Vec<f32> = run(false, false)
+                .into_iter()
+                .chain(run(false, true))
+                .collect();
+            let slow2: Vec<f32> = slow.iter().chain(&slow).copied().collect();
+            for (i, (a, b)) in fast.iter().zip(&slow2).enumerate() {
                 assert_eq!(
                     a.to_bits(),
                     b.to_bits(),
@@ -708,6 +722,7 @@ pub fn attention_in(
     let max_span = (pos0 + 1..=n_kv).map(|n| span(n).1).max().unwrap_or(0);
     #[cfg(target_arch = "x86_64")]
     if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
+        let wide = crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention();
         pool.run(|tid| {
             let mut scores = vec![0.0f32; max_span];
             let mut qh16 = vec![0.0f32; hd];
@@ -728,7 +743,12 @@ pub fn attention_in(
                 // SAFETY: AVX2, FMA and F16C are present (checked above); the
                 // slices hold what `AttnKv` documents.
                 unsafe {
-                    x86_attn::attend(
+                    let attend = if wide {
+                        x86_attn::attend512
+                    } else {
+                        x86_attn::attend
+                    };
+                    attend(
                         qt,
                         &kv,
                         layout.first_seen(n_seen),
@@ -809,6 +829,15 @@ pub fn attention_in(
 fn force_scalar_attention() -> bool {
     #[cfg(test)]
     return tests::SCALAR_ATTENTION.with(|c| c.get());
+    #[cfg(not(test))]
+    false
+}
+
+/// Tests set this to compare the AVX-512 attention with the AVX2 one.
+#[cfg(target_arch = "x86_64")]
+fn force_avx2_attention() -> bool {
+    #[cfg(test)]
+    return tests::AVX2_ATTENTION.with(|c| c.get());
     #[cfg(not(test))]
     false
 }
@@ -954,6 +983,99 @@ mod x86_attn {
             let t: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(x[l], x[l + 4]));
             let sum = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
             _mm256_storeu_ps(out.as_mut_ptr().add(d), sum);
+        }
+    }
+
+    /// Sixteen f16 values at `p`, widened.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn f16x16(p: *const half::f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    /// [`dot_f16`] with 512-bit registers: one holds accumulators 0 and 1
+    /// (elements 32i + 0..16), the other 2 and 3, so every lane sees the same
+    /// fused multiply-adds, and their sum is (0+2 | 1+3) as `combine` forms it.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    pub(super) unsafe fn dot_f16_512(q: &[f32], k: *const half::f16) -> f32 {
+        let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for i in (0..q.len()).step_by(32) {
+            let qp = q.as_ptr().add(i);
+            a01 = _mm512_fmadd_ps(_mm512_loadu_ps(qp), f16x16(k.add(i)), a01);
+            a23 = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(16)), f16x16(k.add(i + 16)), a23);
+        }
+        let s = _mm512_add_ps(a01, a23);
+        let x = _mm256_add_ps(
+            _mm512_castps512_ps256(s),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
+        );
+        let t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let pairs = _mm_hadd_ps(t, t);
+        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
+    }
+
+    /// [`attend`] with 512-bit registers: the same operations on the same
+    /// values in the same order (every vector step is element-wise), sixteen
+    /// columns at a time.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn attend512(
+        q: &[f32],
+        kv: &AttnKv<'_>,
+        first: usize,
+        n_seen: usize,
+        scale: f32,
+        qh16: &mut [f32],
+        scores: &mut [f32],
+        acc: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let hd = q.len();
+        let lo = first / ROW_PAD * ROW_PAD;
+        debug_assert_eq!(lo + scores.len(), n_seen.div_ceil(ROW_PAD) * ROW_PAD);
+        qh16.copy_from_slice(q);
+        round_f16(qh16);
+        let row =
+            |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+        let seen = |j: usize| (first..n_seen).contains(&(lo + j));
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = if seen(j) {
+                dot_f16_512(qh16, row(kv.k, lo + j)) * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        softmax_lanes(scores);
+        round_f16(scores);
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for (j, &sj) in scores.iter().enumerate() {
+            let a = acc[(j % ROW_PAD) * hd..][..hd].as_mut_ptr();
+            let sp = _mm512_set1_ps(sj);
+            if seen(j) {
+                let vp = row(kv.v, lo + j);
+                for d in (0..hd).step_by(16) {
+                    let v = _mm512_fmadd_ps(f16x16(vp.add(d)), sp, _mm512_loadu_ps(a.add(d)));
+                    _mm512_storeu_ps(a.add(d), v);
+                }
+            } else {
+                for d in (0..hd).step_by(16) {
+                    let v = _mm512_add_ps(_mm512_loadu_ps(a.add(d)), _mm512_setzero_ps());
+                    _mm512_storeu_ps(a.add(d), v);
+                }
+            }
+        }
+        for d in (0..hd).step_by(16) {
+            let lane = |j: usize, l: usize| _mm512_loadu_ps(acc.as_ptr().add((8 * j + l) * hd + d));
+            let x: [__m512; 8] = std::array::from_fn(|l| {
+                _mm512_add_ps(
+                    _mm512_add_ps(lane(0, l), lane(2, l)),
+                    _mm512_add_ps(lane(1, l), lane(3, l)),
+                )
+            });
+            let t: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(x[l], x[l + 4]));
+            let sum = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), _mm512_add_ps(t[2], t[3]));
+            _mm512_storeu_ps(out.as_mut_ptr().add(d), sum);
         }
     }
 }
