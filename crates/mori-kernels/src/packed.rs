@@ -311,22 +311,22 @@ pub fn unpack_row(ty: GgmlType, packed: &[u8], n_cols: usize, r: usize, out: &mu
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Asks for the `bytes` that lie `DIST` bytes past `p` (the same span of
-    /// a later block) to be brought into L1, and those `4 · DIST` past it
-    /// into L2. A group's blocks are read in order, once per token pair; when
+    /// Asks for the `bytes` that lie `L1` bytes past `p` (the same span of a
+    /// later block) to be brought into L1, and those `L2` bytes past it into
+    /// L2. A group's blocks are read in order, once per token pair; when
     /// generating (one token) the weights stream from memory, and this keeps
     /// enough lines in flight: on the 2-core AVX-512 machine of
     /// docs/PERFORMANCE.md it took llama-1b's generation from 58% of the
-    /// measured bandwidth limit to 80-100%. The distances were tuned there
-    /// (2 KiB for the K-types, which do more work per byte, 3 KiB for
-    /// Q4_0/Q8_0). The addresses may pass the end of the matrix: a prefetch
-    /// never faults.
+    /// measured bandwidth limit to 80-96%. The distances were tuned there
+    /// (1 and 4 KiB for the K-types, which do more work per byte, 3 and
+    /// 12 KiB for Q4_0/Q8_0). The addresses may pass the end of the matrix: a
+    /// prefetch never faults.
     #[inline(always)]
-    unsafe fn prefetch<const DIST: usize>(p: *const u8, bytes: usize) {
+    unsafe fn prefetch<const L1: usize, const L2: usize>(p: *const u8, bytes: usize) {
         let mut o = 0;
         while o < bytes {
-            _mm_prefetch(p.wrapping_add(DIST + o) as *const i8, _MM_HINT_T0);
-            _mm_prefetch(p.wrapping_add(4 * DIST + o) as *const i8, _MM_HINT_T1);
+            _mm_prefetch(p.wrapping_add(L1 + o) as *const i8, _MM_HINT_T0);
+            _mm_prefetch(p.wrapping_add(L2 + o) as *const i8, _MM_HINT_T1);
             o += 64;
         }
     }
@@ -355,7 +355,7 @@ pub(crate) mod avx512 {
         let low = _mm512_set1_epi8(0x0f);
         for b in 0..nb {
             let gb = g.add(b * wbytes);
-            prefetch::<3072>(gb, wbytes);
+            prefetch::<3072, 12288>(gb, wbytes);
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
             let mut wk = [_mm512_setzero_si512(); 8];
             if Q4 {
@@ -458,7 +458,7 @@ pub(crate) mod avx512 {
         let low = _mm512_set1_epi8(0x0f);
         for b in 0..nb {
             let gb = g.add(b * super::Q4K_GROUP_BLOCK);
-            prefetch::<2048>(gb, super::Q4K_GROUP_BLOCK);
+            prefetch::<1024, 4096>(gb, super::Q4K_GROUP_BLOCK);
             let mut lanes = [[_mm512_setzero_si512(); 8]; T];
             for c in 0..4 {
                 let s_lo = twice(gb.add(64 + 16 * 2 * c));
@@ -702,7 +702,7 @@ pub(crate) mod avx512 {
         let two = _mm512_set1_epi8(0x30);
         for b in 0..nb {
             let gb = g.add(b * 16 * 210);
-            prefetch::<2048>(gb, 16 * 210);
+            prefetch::<1024, 4096>(gb, 16 * 210);
             let mut lanes = [[_mm512_setzero_si512(); 8]; T];
             for m in 0..16 {
                 let sc = twice_signed(gb.add(Q6K_SCALES + 16 * m));
