@@ -912,6 +912,42 @@ mod x86_attn {
         }
     }
 
+    /// The part of [`attend`] that does not depend on the vector width: `q`
+    /// rounded to f16 into `qh16`, then `scores` = the probabilities of the
+    /// positions `first..n_seen` of `kv` (`dot` in dot_lanes' order, times
+    /// the scale, softmax, rounded to f16), -inf before the softmax for the
+    /// positions outside that range.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn probabilities(
+        q: &[f32],
+        kv: &AttnKv<'_>,
+        first: usize,
+        n_seen: usize,
+        scale: f32,
+        qh16: &mut [f32],
+        scores: &mut [f32],
+        dot: impl Fn(&[f32], *const half::f16) -> f32,
+    ) {
+        let hd = q.len();
+        let lo = first / ROW_PAD * ROW_PAD;
+        debug_assert_eq!(lo + scores.len(), n_seen.div_ceil(ROW_PAD) * ROW_PAD);
+        qh16.copy_from_slice(q);
+        round_f16(qh16);
+        for (j, s) in scores.iter_mut().enumerate() {
+            let p = lo + j;
+            *s = if (first..n_seen).contains(&p) {
+                let k = kv.k[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+                dot(qh16, k) * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        softmax_lanes(scores);
+        round_f16(scores);
+    }
+
     /// Writes into `out` the attention output of query row `q` over positions
     /// `first..n_seen` of `kv`. `hd` (= `q.len()`) is a multiple of 32;
     /// `scores` spans from `first` rounded down to 32 to `n_seen` rounded up
@@ -931,22 +967,12 @@ mod x86_attn {
     ) {
         let hd = q.len();
         let lo = first / ROW_PAD * ROW_PAD;
-        debug_assert_eq!(lo + scores.len(), n_seen.div_ceil(ROW_PAD) * ROW_PAD);
-        qh16.copy_from_slice(q);
-        round_f16(qh16);
         let row =
             |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
-        // Scores: q · k_p in dot_lanes' order, times the scale.
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = if seen(j) {
-                dot_f16(qh16, row(kv.k, lo + j)) * scale
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        softmax_lanes(scores);
-        round_f16(scores);
+        probabilities(q, kv, first, n_seen, scale, qh16, scores, |q, k| unsafe {
+            dot_f16(q, k)
+        });
         // Output column d is dot_lanes(v[.., d], scores): position p feeds lane
         // p % 8 of accumulator (p % 32) / 8 (and lo is a multiple of 32). Keep
         // those 32 partial sums for every d (acc[(p % 32) * hd + d]) and walk
@@ -1033,21 +1059,12 @@ mod x86_attn {
     ) {
         let hd = q.len();
         let lo = first / ROW_PAD * ROW_PAD;
-        debug_assert_eq!(lo + scores.len(), n_seen.div_ceil(ROW_PAD) * ROW_PAD);
-        qh16.copy_from_slice(q);
-        round_f16(qh16);
         let row =
             |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = if seen(j) {
-                dot_f16_512(qh16, row(kv.k, lo + j)) * scale
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        softmax_lanes(scores);
-        round_f16(scores);
+        probabilities(q, kv, first, n_seen, scale, qh16, scores, |q, k| unsafe {
+            dot_f16_512(q, k)
+        });
         acc.iter_mut().for_each(|a| *a = 0.0);
         for (j, &sj) in scores.iter().enumerate() {
             let a = acc[(j % ROW_PAD) * hd..][..hd].as_mut_ptr();

@@ -479,24 +479,51 @@ pub(crate) mod avx512 {
                 }
             }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
-            let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
-            let mins: [__m512i; 4] = std::array::from_fn(|k| {
-                pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1)))
-            });
             for t in 0..T {
                 let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
                 let d = _mm512_mul_ps(_mm512_set1_ps(dx), dw);
-                let dm = _mm512_mul_ps(_mm512_set1_ps(-dx), dmw);
                 for k in 0..8 {
                     acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[t][k]), acc[t][k]);
                 }
-                for k in 0..4 {
-                    let s = _mm512_set1_epi32(*ksub[t].add(b * 4 + k));
-                    let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[k], s);
-                    acc_m[t][k] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), acc_m[t][k]);
-                }
+            }
+            q4k_mins(gb, b, &x, &ksub, &mut acc_m);
+        }
+        q4k_sum(&acc, &acc_m)
+    }
+
+    /// The min terms of super-block `b` of a Q4_K group (at `gb`) for `T`
+    /// tokens: per lane pair, the rows' mins times the activations' sub-block
+    /// sums, one fused multiply-add by `-dx · dmin` into `acc_m`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q4k_mins<const T: usize>(
+        gb: *const u8,
+        b: usize,
+        x: &[*const u8; T],
+        ksub: &[*const i32; T],
+        acc_m: &mut [[__m512; 4]; T],
+    ) {
+        let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
+        let mins: [__m512i; 4] =
+            std::array::from_fn(|k| pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1))));
+        for t in 0..T {
+            let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+            let dm = _mm512_mul_ps(_mm512_set1_ps(-dx), dmw);
+            for k in 0..4 {
+                let s = _mm512_set1_epi32(*ksub[t].add(b * 4 + k));
+                let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[k], s);
+                acc_m[t][k] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), acc_m[t][k]);
             }
         }
+    }
+
+    /// A Q4_K group's results: the 8 lanes' sum plus the 4 min lanes' sum.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q4k_sum<const T: usize>(
+        acc: &[[__m512; 8]; T],
+        acc_m: &[[__m512; 4]; T],
+    ) -> [[f32; 16]; T] {
         let mut out = [[0.0f32; 16]; T];
         for t in 0..T {
             let m = &acc_m[t];
@@ -557,27 +584,9 @@ pub(crate) mod avx512 {
                     acc[t][j] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane), acc[t][j]);
                 }
             }
-            let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
-            let mins: [__m512i; 4] = std::array::from_fn(|k| {
-                pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1)))
-            });
-            for t in 0..T {
-                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
-                let dm = _mm512_mul_ps(_mm512_set1_ps(-dx), dmw);
-                for k in 0..4 {
-                    let s = _mm512_set1_epi32(*ksub[t].add(b * 4 + k));
-                    let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[k], s);
-                    acc_m[t][k] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), acc_m[t][k]);
-                }
-            }
+            q4k_mins(gb, b, &x, &ksub, &mut acc_m);
         }
-        let mut out = [[0.0f32; 16]; T];
-        for t in 0..T {
-            let m = &acc_m[t];
-            let mins = _mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
-            _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_add_ps(hsum8(&acc[t]), mins));
-        }
-        out
+        q4k_sum(&acc, &acc_m)
     }
 
     /// 16 signed bytes (one per row) as 16 dwords holding the value as an
@@ -638,20 +647,7 @@ pub(crate) mod avx512 {
                     };
                     _mm512_or_si512(lo4, _mm512_and_si512(hi2, two))
                 });
-                let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    gb.add(Q6K_SCALES + 16 * 2 * k) as *const __m128i
-                ));
-                let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    gb.add(Q6K_SCALES + 16 * (2 * k + 1)) as *const __m128i,
-                ));
-                // (2·scale 2k, 2·scale 2k+1) as i16 halves, as in `group_q6k`.
-                let sc2 = _mm512_slli_epi16(
-                    _mm512_or_si512(
-                        _mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
-                        _mm512_slli_epi32(hi, 16),
-                    ),
-                    1,
-                );
+                let sc2 = q6k_doubled_scales(gb, k);
                 for t in 0..T {
                     let xb = x[t].add(b * 292 + 4 + 4 * s);
                     let mut la = _mm512_setzero_si512();
@@ -676,6 +672,27 @@ pub(crate) mod avx512 {
             _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
         }
         out
+    }
+
+    /// Q6_K lane k's correction scales for a group's super-block at `gb`:
+    /// (2·scale 2k, 2·scale 2k+1) of each row as the i16 halves of its dword.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q6k_doubled_scales(gb: *const u8, k: usize) -> __m512i {
+        use super::Q6K_SCALES;
+        let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+            gb.add(Q6K_SCALES + 16 * 2 * k) as *const __m128i
+        ));
+        let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(
+            gb.add(Q6K_SCALES + 16 * (2 * k + 1)) as *const __m128i
+        ));
+        _mm512_slli_epi16(
+            _mm512_or_si512(
+                _mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
+                _mm512_slli_epi32(hi, 16),
+            ),
+            1,
+        )
     }
 
     /// Q6_K: one group with `T` Q8_K activation rows (`x[t]`: 292-byte
@@ -735,20 +752,7 @@ pub(crate) mod avx512 {
             }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
             for k in 0..8 {
-                let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    gb.add(Q6K_SCALES + 16 * 2 * k) as *const __m128i
-                ));
-                let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    gb.add(Q6K_SCALES + 16 * (2 * k + 1)) as *const __m128i,
-                ));
-                // (2·scale 2k, 2·scale 2k+1) as i16 halves.
-                let sc2 = _mm512_slli_epi16(
-                    _mm512_or_si512(
-                        _mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
-                        _mm512_slli_epi32(hi, 16),
-                    ),
-                    1,
-                );
+                let sc2 = q6k_doubled_scales(gb, k);
                 for t in 0..T {
                     let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
                     lanes[t][k] = dpwssd(lanes[t][k], sc2, c);
