@@ -635,6 +635,13 @@ impl Rows<'_, '_> {
         if simd::four_rows_help(self.isa, ty) {
             let quarter = (r1 - r0) / 4;
             for i in 0..quarter {
+                // Two rows ahead in each stream: generation reads the weights
+                // from memory, and the hardware alone keeps too few in flight.
+                if i + 2 < quarter {
+                    for k in 0..4 {
+                        simd::prefetch(self.w.row(r0 + k * quarter + i + 2, self.row_bytes));
+                    }
+                }
                 let rows = [0, 1, 2, 3].map(|k| r0 + k * quarter + i);
                 let ws = rows.map(|r| self.w.row(r, self.row_bytes));
                 for t in t0..n_tokens {

@@ -211,6 +211,21 @@ pub fn has_tile(isa: Isa, ty: crate::GgmlType) -> bool {
         )
 }
 
+/// Asks for `bytes` to be brought into L1 ahead of their use (a hint; a
+/// no-op off x86).
+#[inline]
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..bytes.len()).step_by(64) {
+        // SAFETY: a prefetch never faults and reads nothing; SSE is part of
+        // every x86_64 CPU.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(off) as *const i8);
+        }
+    }
+}
+
 /// True where generation should take four rows at a time through [`tile`]:
 /// the 32-element block types. The K types do 256 elements of integer work
 /// per multiply-add, so their single chain is not what limits them, and four
