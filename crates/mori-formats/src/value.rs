@@ -145,15 +145,6 @@ impl From<Vec<String>> for StrArray {
     }
 }
 
-impl<'a> IntoIterator for &'a StrArray {
-    type Item = &'a str;
-    type IntoIter = Box<dyn ExactSizeIterator<Item = &'a str> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 // GGUF's value type ids.
 pub(crate) const T_U8: u32 = 0;
 pub(crate) const T_I8: u32 = 1;

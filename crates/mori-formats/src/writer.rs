@@ -430,7 +430,7 @@ fn put_array(buf: &mut Vec<u8>, a: &Array) {
         Array::F32(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
         Array::F64(v) => each!(v, |x| buf.extend_from_slice(&x.to_le_bytes())),
         Array::Bool(v) => each!(v, |x| buf.push(*x as u8)),
-        Array::String(v) => each!(v, |s| put_str(buf, s)),
+        Array::String(v) => each!(v.iter(), |s| put_str(buf, s)),
         Array::Array(v) => each!(v, |inner| put_array(buf, inner)),
     }
 }
