@@ -388,36 +388,124 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
     Ok(())
 }
 
-fma_dispatch!(
-    /// Q8_K activations (ggml's reference rounding); compiled for AVX2 too so
-    /// that rounding is an instruction, not a call.
-    pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
-        check("q8_k", src.len(), QK_K, dst.len(), Q8K)?;
-        for (x, yb) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8K)) {
-            let (mut amax, mut max) = (0.0f32, 0.0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
-                yb.iter_mut().for_each(|v| *v = 0);
-                continue;
-            }
-            let iscale = -127.0 / max;
-            for j in 0..QK_K {
-                yb[4 + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
-            }
-            for g in 0..16 {
-                let s: i32 = (0..16).map(|k| yb[4 + 16 * g + k] as i8 as i32).sum();
-                yb[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
-            }
-            yb[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+/// Q8_K activations with ggml's reference rounding (inverse scale -127/max,
+/// max the first element of largest magnitude, ties to even), the 16 group
+/// sums after them. The AVX2 path gives the bits of the scalar one.
+pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
+    check("q8_k", src.len(), QK_K, dst.len(), Q8K)?;
+    #[cfg(target_arch = "x86_64")]
+    let fast = crate::simd::has_avx2();
+    for (x, yb) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8K)) {
+        // SAFETY: the CPU has AVX2 and FMA (`fast`); both slices are one block.
+        #[cfg(target_arch = "x86_64")]
+        if fast && unsafe { x86_q8k::block(x, yb) } {
+            continue;
         }
-        Ok(())
+        q8k_block_scalar(x, yb);
     }
-);
+    Ok(())
+}
+
+/// One Q8_K block, element by element: the reference of the SIMD path.
+pub(crate) fn q8k_block_scalar(x: &[f32], yb: &mut [u8]) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        yb.iter_mut().for_each(|v| *v = 0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    for j in 0..QK_K {
+        yb[4 + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
+    }
+    for g in 0..16 {
+        let s: i32 = (0..16).map(|k| yb[4 + 16 * g + k] as i8 as i32).sum();
+        yb[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
+    }
+    yb[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_q8k {
+    use super::QK_K;
+    use std::arch::x86_64::*;
+
+    /// [`super::q8k_block_scalar`] eight values at a time. Returns false,
+    /// writing nothing, for a block holding an infinity or NaN (the scalar
+    /// path's casts saturate where the vector conversion does not).
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `x` holds 256 values and `yb` 292 bytes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block(x: &[f32], yb: &mut [u8]) -> bool {
+        debug_assert!(x.len() == QK_K && yb.len() == 292);
+        let p = x.as_ptr();
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = |i: usize| _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * i)));
+        let big = _mm256_set1_ps(f32::MAX);
+        let mut amax = _mm256_setzero_ps();
+        let mut finite = _mm256_cmp_ps::<_CMP_EQ_OQ>(amax, amax);
+        for i in 0..QK_K / 8 {
+            let a = abs(i);
+            finite = _mm256_and_ps(finite, _mm256_cmp_ps::<_CMP_LE_OQ>(a, big));
+            amax = _mm256_max_ps(amax, a);
+        }
+        if _mm256_movemask_ps(finite) != 0xff {
+            return false;
+        }
+        let h = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        let m = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+        if m == 0.0 {
+            yb.iter_mut().for_each(|v| *v = 0);
+            return true;
+        }
+        // The first element of that magnitude, as the scalar scan keeps it.
+        let mv = _mm256_set1_ps(m);
+        let mut max = 0.0f32;
+        for i in 0..QK_K / 8 {
+            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(abs(i), mv));
+            if eq != 0 {
+                max = x[8 * i + eq.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let is = _mm256_set1_ps(iscale);
+        let top = _mm256_set1_epi32(127);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let ones8 = _mm256_set1_epi8(1);
+        let ones16 = _mm256_set1_epi16(1);
+        let q = yb.as_mut_ptr();
+        for c in 0..QK_K / 32 {
+            // Round to nearest even (the default rounding mode), at most 127.
+            let v: [__m256i; 4] = std::array::from_fn(|k| {
+                let f = _mm256_mul_ps(is, _mm256_loadu_ps(p.add(32 * c + 8 * k)));
+                _mm256_min_epi32(_mm256_cvtps_epi32(f), top)
+            });
+            let w01 = _mm256_packs_epi32(v[0], v[1]);
+            let w23 = _mm256_packs_epi32(v[2], v[3]);
+            let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+            _mm256_storeu_si256(q.add(4 + 32 * c) as *mut __m256i, b);
+            // Group sums 2c and 2c + 1: one per 128-bit half.
+            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, b), ones16);
+            let s = _mm256_hadd_epi32(s, s);
+            let s = _mm256_hadd_epi32(s, s);
+            let lo = _mm256_extract_epi32::<0>(s) as i16;
+            let hi = _mm256_extract_epi32::<4>(s) as i16;
+            std::ptr::copy_nonoverlapping(lo.to_le_bytes().as_ptr(), q.add(260 + 4 * c), 2);
+            std::ptr::copy_nonoverlapping(hi.to_le_bytes().as_ptr(), q.add(262 + 4 * c), 2);
+        }
+        let d = 1.0 / iscale;
+        std::ptr::copy_nonoverlapping(d.to_le_bytes().as_ptr(), q, 4);
+        true
+    }
+}
 
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) -> crate::Result<()> {
     check("q4_k", dst.len(), QK_K, src.len(), Q4K)?;
@@ -608,4 +696,49 @@ pub fn vec_dot_q6_k_q8_k_scalar(n: usize, w: &[u8], x: &[u8]) -> f32 {
         fma_lanes(&mut acc, d, &l);
     }
     super::quants::hsum8(&acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The dispatched Q8_K rounding equals the scalar one bit for bit: random
+    /// blocks at several magnitudes, ties, repeated maxima of either sign, an
+    /// all-zero block and blocks holding infinities or NaN.
+    #[test]
+    fn q8k_rounding_matches_the_scalar_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut blocks: Vec<Vec<f32>> = Vec::new();
+        for scale in [1e-30f32, 1e-3, 1.0, 37.5, 1e30] {
+            for _ in 0..20 {
+                blocks.push(
+                    (0..QK_K)
+                        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+                        .collect(),
+                );
+            }
+        }
+        // Exact halves of the scale (ties) and the maximum twice, both signs.
+        let mut ties: Vec<f32> = (0..QK_K).map(|i| (i as f32 - 128.0) * 0.5).collect();
+        ties[7] = 127.0;
+        ties[9] = -127.0;
+        blocks.push(ties.clone());
+        ties[7] = -127.0;
+        ties[9] = 127.0;
+        blocks.push(ties);
+        blocks.push(vec![0.0; QK_K]);
+        let mut odd = vec![1.0f32; QK_K];
+        odd[3] = f32::INFINITY;
+        blocks.push(odd.clone());
+        odd[3] = f32::NAN;
+        blocks.push(odd);
+        for x in &blocks {
+            let mut fast = vec![0u8; Q8K];
+            let mut slow = vec![0u8; Q8K];
+            quantize_row_q8_k(x, &mut fast).unwrap();
+            q8k_block_scalar(x, &mut slow);
+            assert_eq!(fast, slow, "block starting {:?}", &x[..4]);
+        }
+    }
 }

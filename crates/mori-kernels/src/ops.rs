@@ -44,17 +44,31 @@ pub fn softmax_inplace(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-fma_dispatch!(
-    /// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`, with
-    /// `silu(x) = x / (1 + exp(-x))` and the `exp` of [`exp_approx`] (the one
-    /// llama.cpp's vectorised SwiGLU uses, so the results match it bit for bit).
-    pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
-        for (g, &u) in gate.iter_mut().zip(up) {
-            let s = *g / (1.0 + exp_approx(0.0 - *g));
-            *g = s * u;
-        }
+/// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, in place over `gate`, with
+/// `silu(x) = x / (1 + exp(-x))` and the `exp` of [`exp_approx`] (the one
+/// llama.cpp's vectorised SwiGLU uses, so the results match it bit for bit).
+pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "silu_mul_inplace: gate and up lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: AVX2 and FMA are present; the lengths are equal.
+        unsafe { x86_exp::silu_mul(gate, up) };
+        return;
     }
-);
+    silu_mul_scalar(gate, up);
+}
+
+/// [`silu_mul_inplace`] element by element: the reference of the SIMD path.
+pub(crate) fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let s = *g / (1.0 + exp_approx(0.0 - *g));
+        *g = s * u;
+    }
+}
 
 /// GELU with the tanh approximation, `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`,
 /// in f32 in the order ggml writes it, with the one fused multiply-add its x86
@@ -567,6 +581,68 @@ mod tests {
         rms_norm(&x, &vec![1.0; 64], 0.0, &mut out);
         let rms = (out.iter().map(|v| v * v).sum::<f32>() / 64.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-5, "rms {rms}");
+    }
+
+    /// Values that exercise every path of the vector `exp`: ordinary, large
+    /// enough to overflow or underflow the normal range, infinities and NaN.
+    fn exp_inputs() -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut v: Vec<f32> = (0..4000)
+            .map(|i| rng.gen_range(-1.0f32..1.0) * [1.0, 8.0, 60.0, 95.0, 150.0][i % 5])
+            .collect();
+        v.extend([0.0, -0.0, 88.7, -87.4, -103.9, 200.0, -200.0, f32::INFINITY]);
+        v.extend([
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-40,
+            -1e-40,
+            126.5,
+            -126.5,
+            3.0,
+            4.0,
+        ]);
+        v
+    }
+
+    #[test]
+    fn simd_silu_is_bit_identical_to_scalar() {
+        let gate = exp_inputs();
+        let up: Vec<f32> = gate.iter().rev().map(|v| v * 0.37).collect();
+        // A length that is not a multiple of 8 takes the scalar tail too.
+        for n in [gate.len(), gate.len() - 3] {
+            let (mut fast, mut slow) = (gate[..n].to_vec(), gate[..n].to_vec());
+            silu_mul_inplace(&mut fast, &up[..n]);
+            silu_mul_scalar(&mut slow, &up[..n]);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "element {i}: gate {}", gate[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn simd_softmax_is_bit_identical_to_scalar() {
+        let v = exp_inputs();
+        let finite: Vec<f32> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        let mut rows: Vec<Vec<f32>> = finite
+            .chunks(64)
+            .map(|c| c[..c.len() / 8 * 8].to_vec())
+            .collect();
+        // Masked positions, a fully masked row, and rows with NaN.
+        rows.push([vec![f32::NEG_INFINITY; 13], finite[..19].to_vec()].concat());
+        rows.push(vec![f32::NEG_INFINITY; 16]);
+        rows.push([vec![f32::NAN; 3], finite[..13].to_vec()].concat());
+        rows.push(v[v.len() - 16..].to_vec());
+        for row in rows {
+            let (mut fast, mut slow) = (row.clone(), row.clone());
+            softmax_lanes(&mut fast);
+            softmax_lanes_scalar(&mut slow);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                // Any NaN is as good as another (a row holding +inf gives inf - inf).
+                let same = a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+                assert!(same, "position {i} of {row:?}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]
@@ -1166,30 +1242,147 @@ pub fn exp_approx(x: f32) -> f32 {
     s2.mul_add(j, s2) * s1
 }
 
-fma_dispatch!(
-    /// Softmax in place over a row whose length is a multiple of 8: each group
-    /// of 8 exponentials is summed halves-then-pairs and the groups in f64, then
-    /// the row is multiplied by the f32 reciprocal of the sum (llama.cpp's order).
-    pub fn softmax_lanes(x: &mut [f32]) {
-        debug_assert_eq!(x.len() % LANES, 0);
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+/// Softmax in place over a row whose length is a multiple of 8: each group
+/// of 8 exponentials is summed halves-then-pairs and the groups in f64, then
+/// the row is multiplied by the f32 reciprocal of the sum (llama.cpp's order).
+pub fn softmax_lanes(x: &mut [f32]) {
+    debug_assert_eq!(x.len() % LANES, 0);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: AVX2 and FMA are present.
+        unsafe { x86_exp::softmax_lanes(x) };
+        return;
+    }
+    softmax_lanes_scalar(x);
+}
+
+/// [`softmax_lanes`] element by element: the reference of the SIMD path.
+pub(crate) fn softmax_lanes_scalar(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let mut sum = 0.0f64;
+    for chunk in x.chunks_exact_mut(LANES) {
+        let mut lanes = [0.0f32; LANES];
+        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *l = *v;
+        }
+        sum += crate::quants::hsum8(&lanes) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_exp {
+    //! [`exp_approx`] eight lanes at a time, and the SwiGLU and softmax built
+    //! on it: every lane takes the scalar code's operations in its order, so
+    //! the same bits.
+
+    use super::{exp_approx, LANES};
+    use std::arch::x86_64::*;
+
+    /// [`exp_approx`] of each lane. Lanes outside the normal exponent range
+    /// (|n| > 126, rare: underflow to 0 or overflow) go through the scalar
+    /// function.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn exp8(x: __m256) -> __m256 {
+        let c = |b: u32| _mm256_set1_ps(f32::from_bits(b));
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_set1_epi32(1.0f32.to_bits() as i32),
+        ));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_mul_ps(c(0x3f7f_fff6), b),
+        );
+        let y = _mm256_fmadd_ps(j, k, k);
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let out = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0)));
+        if out == 0 {
+            return y;
+        }
+        let (mut xs, mut ys) = ([0.0f32; 8], [0.0f32; 8]);
+        _mm256_storeu_ps(xs.as_mut_ptr(), x);
+        _mm256_storeu_ps(ys.as_mut_ptr(), y);
+        for l in 0..8 {
+            if out >> l & 1 != 0 {
+                ys[l] = exp_approx(xs[l]);
+            }
+        }
+        _mm256_loadu_ps(ys.as_ptr())
+    }
+
+    /// [`super::silu_mul_scalar`], eight at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        let n8 = gate.len() / 8 * 8;
+        let one = _mm256_set1_ps(1.0);
+        for i in (0..n8).step_by(8) {
+            let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let s = _mm256_div_ps(
+                g,
+                _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))),
+            );
+            let u = _mm256_loadu_ps(up.as_ptr().add(i));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(s, u));
+        }
+        super::silu_mul_scalar(&mut gate[n8..], &up[n8..]);
+    }
+
+    /// [`super::softmax_lanes_scalar`], a group of eight at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_lanes(x: &mut [f32]) {
+        // `f32::max` skips NaN; `max_ps` returns its second operand when
+        // either is NaN, so the running maximum goes second.
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for ch in x.chunks_exact(LANES) {
+            m = _mm256_max_ps(_mm256_loadu_ps(ch.as_ptr()), m);
+        }
+        let mut ms = [0.0f32; 8];
+        _mm256_storeu_ps(ms.as_mut_ptr(), m);
+        let max = ms.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             x.iter_mut().for_each(|v| *v = 0.0);
             return;
         }
+        let mv = _mm256_set1_ps(max);
         let mut sum = 0.0f64;
-        for chunk in x.chunks_exact_mut(LANES) {
-            let mut lanes = [0.0f32; LANES];
-            for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                *v = exp_approx(*v - max);
-                *l = *v;
-            }
-            sum += crate::quants::hsum8(&lanes) as f64;
+        for ch in x.chunks_exact_mut(LANES) {
+            let v = exp8(_mm256_sub_ps(_mm256_loadu_ps(ch.as_ptr()), mv));
+            _mm256_storeu_ps(ch.as_mut_ptr(), v);
+            // quants::hsum8: (a_l + a_{l+4}), then (r0 + r2) + (r1 + r3).
+            let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            sum += _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r))) as f64;
         }
         let inv = (1.0 / sum) as f32;
-        x.iter_mut().for_each(|v| *v *= inv);
+        let iv = _mm256_set1_ps(inv);
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for ch in &mut chunks {
+            _mm256_storeu_ps(
+                ch.as_mut_ptr(),
+                _mm256_mul_ps(_mm256_loadu_ps(ch.as_ptr()), iv),
+            );
+        }
+        chunks.into_remainder().iter_mut().for_each(|v| *v *= inv);
     }
-);
+}
 
 /// Plain f32 dot product with four accumulators so the compiler can vectorise it.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
