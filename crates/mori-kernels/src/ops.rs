@@ -295,9 +295,25 @@ mod tests {
                 let slow = dot_lanes(&q, &kf);
                 assert_eq!(fast.to_bits(), slow.to_bits(), "hd {hd}: {fast} vs {slow}");
                 if crate::simd::level() == crate::simd::Isa::Avx512 {
-                    // SAFETY: AVX-512 present; `k` holds `hd` values.
-                    let wide = unsafe { x86_attn::dot_f16_512(&q, k.as_ptr()) };
-                    assert_eq!(wide.to_bits(), slow.to_bits(), "hd {hd}: {wide} vs {slow}");
+                    // Sixteen rows at once: row j is k rotated by j elements.
+                    let rows: Vec<f32> = (0..16)
+                        .flat_map(|j| (0..hd).map(move |i| (i + j) % hd))
+                        .map(|i| kf[i])
+                        .collect();
+                    let mut wide = [0.0f32; 16];
+                    // SAFETY: AVX-512 present; `rows` holds 16 rows of `hd`.
+                    unsafe {
+                        let v = x86_attn::dot16(q.as_ptr(), rows.as_ptr(), hd);
+                        std::arch::x86_64::_mm512_storeu_ps(wide.as_mut_ptr(), v);
+                    }
+                    for (j, w) in wide.iter().enumerate() {
+                        let want = dot_lanes(&q, &rows[j * hd..(j + 1) * hd]);
+                        assert_eq!(
+                            w.to_bits(),
+                            want.to_bits(),
+                            "hd {hd}, row {j}: {w} vs {want}"
+                        );
+                    }
                 }
                 // How often a plain left-to-right sum differs: the data must be
                 // able to tell summation orders apart for this test to mean anything.
@@ -324,6 +340,8 @@ mod tests {
             (3, 70, 2, 1, 128),
             (33, 0, 8, 8, 32),
             (64, 200, 8, 2, 64),
+            (9, 30, 14, 2, 64),
+            (4, 90, 10, 2, 128),
         ] {
             let n_kv = pos0 + n_tokens;
             let mut r = |n: usize, s: f32| -> Vec<f32> {
@@ -783,10 +801,6 @@ pub fn attention_in(
     // Cache row of position `p`.
     let row_of = |p: usize| p % layout.n_rows;
 
-    // One lock per (token, head) output slice: each is taken by exactly one
-    // thread, so the locks never contend; they only prove disjointness.
-    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
-        out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
     let n_items = n_tokens * n_head;
     let n_threads = pool.n_threads();
     // Scores of one query: from the multiple of 32 at or below its first
@@ -798,7 +812,60 @@ pub fn attention_in(
     let max_span = (pos0 + 1..=n_kv).map(|n| span(n).1).max().unwrap_or(0);
     #[cfg(target_arch = "x86_64")]
     if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
-        let wide = crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention();
+        if crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention() {
+            // One item per (token, key/value head): its query heads together.
+            // One lock per item's output slice: each is taken by exactly one
+            // thread, so the locks never contend; they only prove disjointness.
+            let slots: Vec<std::sync::Mutex<&mut [f32]>> = out
+                .chunks_mut(n_gqa * hd)
+                .map(std::sync::Mutex::new)
+                .collect();
+            let n_items = n_tokens * n_head_kv;
+            pool.run(|tid| {
+                let mut scores = vec![0.0f32; n_gqa * max_span];
+                let mut qh16 = vec![0.0f32; n_gqa * hd];
+                let mut kbuf = vec![0.0f32; 16 * hd];
+                let mut acc = vec![0.0f32; n_gqa * ROW_PAD * hd];
+                let mut item = tid;
+                while item < n_items {
+                    let (t, kvh) = (item / n_head_kv, item % n_head_kv);
+                    let n_seen = pos0 + t + 1;
+                    let kv = AttnKv {
+                        k,
+                        v,
+                        kv_dim,
+                        off: kvh * hd,
+                        n_rows: layout.n_rows,
+                    };
+                    let qt = &q[t * q_dim + kvh * n_gqa * hd..][..n_gqa * hd];
+                    let len = span(n_seen).1;
+                    let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
+                    // SAFETY: AVX-512 F (with AVX2, FMA, F16C) is present
+                    // (`simd::level`); the buffers have the sizes
+                    // `attend512` documents.
+                    unsafe {
+                        x86_attn::attend512(
+                            qt,
+                            hd,
+                            &kv,
+                            layout.first_seen(n_seen),
+                            n_seen,
+                            scale,
+                            &mut qh16,
+                            &mut scores[..n_gqa * len],
+                            &mut kbuf,
+                            &mut acc,
+                            &mut slot,
+                        )
+                    };
+                    item += n_threads;
+                }
+            });
+            return;
+        }
+        // One lock per (token, head) output slice, as above.
+        let slots: Vec<std::sync::Mutex<&mut [f32]>> =
+            out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
         pool.run(|tid| {
             let mut scores = vec![0.0f32; max_span];
             let mut qh16 = vec![0.0f32; hd];
@@ -819,12 +886,7 @@ pub fn attention_in(
                 // SAFETY: AVX2, FMA and F16C are present (checked above); the
                 // slices hold what `AttnKv` documents.
                 unsafe {
-                    let attend = if wide {
-                        x86_attn::attend512
-                    } else {
-                        x86_attn::attend
-                    };
-                    attend(
+                    x86_attn::attend(
                         qt,
                         &kv,
                         layout.first_seen(n_seen),
@@ -841,6 +903,9 @@ pub fn attention_in(
         });
         return;
     }
+    // One lock per (token, head) output slice, as above.
+    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
     pool.run(|tid| {
         // Rows are padded to whole 32-element steps; the padding holds exact
         // zeros (probability 0, value 0), so it adds nothing.
@@ -1095,80 +1160,207 @@ mod x86_attn {
         _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
     }
 
-    /// [`dot_f16`] with 512-bit registers: one holds accumulators 0 and 1
-    /// (elements 32i + 0..16), the other 2 and 3, so every lane sees the same
-    /// fused multiply-adds, and their sum is (0+2 | 1+3) as `combine` forms it.
+    /// `dot_lanes(q, k_j)` for 16 rows `k_j` of `hd` floats at `k` (row j at
+    /// `k + j · hd`), lane j of the result. Per row, one register holds
+    /// accumulators 0 and 1 of `dot_lanes` (elements 32i + 0..16), another 2
+    /// and 3, so every lane sees the same fused multiply-adds; their sum is
+    /// (0+2 | 1+3) as `combine` forms it. The 16 horizontal sums then go
+    /// together: each step adds two registers' halves side by side, so every
+    /// row's sum sees the additions of `combine` (halves, quarters, pairs).
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     #[inline]
-    pub(super) unsafe fn dot_f16_512(q: &[f32], k: *const half::f16) -> f32 {
-        let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for i in (0..q.len()).step_by(32) {
-            let qp = q.as_ptr().add(i);
-            a01 = _mm512_fmadd_ps(_mm512_loadu_ps(qp), f16x16(k.add(i)), a01);
-            a23 = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(16)), f16x16(k.add(i + 16)), a23);
-        }
-        let s = _mm512_add_ps(a01, a23);
-        let x = _mm256_add_ps(
-            _mm512_castps512_ps256(s),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
-        );
-        let t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-        let pairs = _mm_hadd_ps(t, t);
-        _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs))
+    pub(super) unsafe fn dot16(q: *const f32, k: *const f32, hd: usize) -> __m512 {
+        let s: [__m512; 16] = std::array::from_fn(|j| {
+            let kb = k.add(j * hd);
+            let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for i in (0..hd).step_by(32) {
+                let (qp, kp) = (q.add(i), kb.add(i));
+                a01 = _mm512_fmadd_ps(_mm512_loadu_ps(qp), _mm512_loadu_ps(kp), a01);
+                a23 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(qp.add(16)),
+                    _mm512_loadu_ps(kp.add(16)),
+                    a23,
+                );
+            }
+            _mm512_add_ps(a01, a23)
+        });
+        sum16(&s)
     }
 
-    /// [`attend`] with 512-bit registers: the same operations on the same
-    /// values in the same order (every vector step is element-wise), sixteen
-    /// columns at a time.
+    /// Lane j: the horizontal sum of `s[j]` in `combine`'s order.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    unsafe fn sum16(s: &[__m512; 16]) -> __m512 {
+        // x_m = s_m + s_(m+8): two keys per register (8 lanes each).
+        let b: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, c) = (s[2 * i], s[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(a, c),
+                _mm512_shuffle_f32x4::<0xee>(a, c),
+            )
+        });
+        // t_n = x_n + x_(n+4): four keys per register, one per quarter.
+        let c: [__m512; 4] = std::array::from_fn(|i| {
+            let (a, d) = (b[2 * i], b[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, d),
+                _mm512_shuffle_f32x4::<0xdd>(a, d),
+            )
+        });
+        // (t0 + t1), (t2 + t3), then their sum; quarter q, lane r ends up
+        // holding key 4r + q.
+        let d: [__m512; 2] = std::array::from_fn(|i| {
+            let (a, e) = (c[2 * i], c[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x88>(a, e),
+                _mm512_shuffle_ps::<0xdd>(a, e),
+            )
+        });
+        let f = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(d[0], d[1]),
+            _mm512_shuffle_ps::<0xdd>(d[0], d[1]),
+        );
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(order, f)
+    }
+
+    /// [`attend`] for the `q.len() / hd` query heads that share one
+    /// key/value head, with 512-bit registers. Every (head, position) product
+    /// and every output column takes the same operations in the same order as
+    /// in [`attend`], so the same bits; the work is arranged otherwise:
+    /// - scores: 16 positions at a time, their keys widened once for all the
+    ///   heads (`kbuf`: 16 · hd floats), their 16 horizontal sums in one
+    ///   [`sum16`];
+    /// - outputs: each of the 32 lane classes of `dot_lanes` (positions
+    ///   p ≡ c mod 32) summed in registers, up to 4 heads per pass over the
+    ///   values, masked positions skipped (they only add exact zeros).
+    ///
+    /// `scores` holds `heads · span` floats, `acc` `heads · 32 · hd`, `qh16`
+    /// and `out` `heads · hd`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     pub(super) unsafe fn attend512(
         q: &[f32],
+        hd: usize,
         kv: &AttnKv<'_>,
         first: usize,
         n_seen: usize,
         scale: f32,
         qh16: &mut [f32],
         scores: &mut [f32],
+        kbuf: &mut [f32],
         acc: &mut [f32],
         out: &mut [f32],
     ) {
-        let hd = q.len();
+        let heads = q.len() / hd;
+        let span = scores.len() / heads;
         let lo = first / ROW_PAD * ROW_PAD;
+        debug_assert_eq!(lo + span, n_seen.div_ceil(ROW_PAD) * ROW_PAD);
         let row =
             |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
-        probabilities(q, kv, first, n_seen, scale, qh16, scores, |q, k| unsafe {
-            dot_f16_512(q, k)
-        });
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for (j, &sj) in scores.iter().enumerate() {
-            let a = acc[(j % ROW_PAD) * hd..][..hd].as_mut_ptr();
-            let sp = _mm512_set1_ps(sj);
-            if seen(j) {
-                let vp = row(kv.v, lo + j);
-                for d in (0..hd).step_by(16) {
-                    let v = _mm512_fmadd_ps(f16x16(vp.add(d)), sp, _mm512_loadu_ps(a.add(d)));
-                    _mm512_storeu_ps(a.add(d), v);
+        qh16.copy_from_slice(q);
+        round_f16(qh16);
+        let sc = _mm512_set1_ps(scale);
+        for j0 in (0..span).step_by(16) {
+            for j in 0..16 {
+                let kb = kbuf.as_mut_ptr().add(j * hd);
+                if seen(j0 + j) {
+                    let kp = row(kv.k, lo + j0 + j);
+                    for i in (0..hd).step_by(16) {
+                        _mm512_storeu_ps(kb.add(i), f16x16(kp.add(i)));
+                    }
+                } else {
+                    for i in (0..hd).step_by(16) {
+                        _mm512_storeu_ps(kb.add(i), _mm512_setzero_ps());
+                    }
                 }
-            } else {
-                for d in (0..hd).step_by(16) {
-                    let v = _mm512_add_ps(_mm512_loadu_ps(a.add(d)), _mm512_setzero_ps());
-                    _mm512_storeu_ps(a.add(d), v);
+            }
+            for g in 0..heads {
+                let sg = dot16(qh16.as_ptr().add(g * hd), kbuf.as_ptr(), hd);
+                let dst = scores.as_mut_ptr().add(g * span + j0);
+                _mm512_storeu_ps(dst, _mm512_mul_ps(sg, sc));
+                for j in 0..16 {
+                    if !seen(j0 + j) {
+                        *dst.add(j) = f32::NEG_INFINITY;
+                    }
                 }
             }
         }
-        for d in (0..hd).step_by(16) {
-            let lane = |j: usize, l: usize| _mm512_loadu_ps(acc.as_ptr().add((8 * j + l) * hd + d));
-            let x: [__m512; 8] = std::array::from_fn(|l| {
-                _mm512_add_ps(
-                    _mm512_add_ps(lane(0, l), lane(2, l)),
-                    _mm512_add_ps(lane(1, l), lane(3, l)),
-                )
-            });
-            let t: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(x[l], x[l + 4]));
-            let sum = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), _mm512_add_ps(t[2], t[3]));
-            _mm512_storeu_ps(out.as_mut_ptr().add(d), sum);
+        for sg in scores.chunks_exact_mut(span) {
+            softmax_lanes(sg);
+            round_f16(sg);
+        }
+        // acc[g][c][d]: lane class c's sum for head g, column d.
+        for d0 in (0..hd).step_by(32) {
+            let mut g0 = 0;
+            while g0 < heads {
+                let n = (heads - g0).min(4);
+                match n {
+                    1 => classes::<1>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
+                    2 => classes::<2>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
+                    3 => classes::<3>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
+                    _ => classes::<4>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
+                }
+                g0 += n;
+            }
+        }
+        for g in 0..heads {
+            let ag = acc.as_ptr().add(g * ROW_PAD * hd);
+            for d in (0..hd).step_by(16) {
+                let lane = |j: usize, l: usize| _mm512_loadu_ps(ag.add((8 * j + l) * hd + d));
+                let x: [__m512; 8] = std::array::from_fn(|l| {
+                    _mm512_add_ps(
+                        _mm512_add_ps(lane(0, l), lane(2, l)),
+                        _mm512_add_ps(lane(1, l), lane(3, l)),
+                    )
+                });
+                let t: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(x[l], x[l + 4]));
+                let sum = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), _mm512_add_ps(t[2], t[3]));
+                _mm512_storeu_ps(out.as_mut_ptr().add(g * hd + d), sum);
+            }
+        }
+    }
+
+    /// Columns `d0 .. d0 + 32` of heads `g0 .. g0 + H`: for each lane class
+    /// c, `Σ p_j · v_j` over the seen positions j ≡ c (mod 32) in order, in
+    /// registers, stored to `acc[g][c][d]`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    unsafe fn classes<const H: usize>(
+        kv: &AttnKv<'_>,
+        lo: usize,
+        span: usize,
+        hd: usize,
+        d0: usize,
+        g0: usize,
+        seen: &impl Fn(usize) -> bool,
+        scores: &[f32],
+        acc: &mut [f32],
+    ) {
+        for c in 0..ROW_PAD {
+            let mut a = [[_mm512_setzero_ps(); 2]; H];
+            let mut j = c;
+            while j < span {
+                if seen(j) {
+                    let p = lo + j;
+                    let vp = kv.v[(p % kv.n_rows) * kv.kv_dim + kv.off + d0..][..32].as_ptr();
+                    let v0 = f16x16(vp);
+                    let v1 = f16x16(vp.add(16));
+                    for (h, ah) in a.iter_mut().enumerate() {
+                        let pj = _mm512_set1_ps(*scores.get_unchecked((g0 + h) * span + j));
+                        ah[0] = _mm512_fmadd_ps(v0, pj, ah[0]);
+                        ah[1] = _mm512_fmadd_ps(v1, pj, ah[1]);
+                    }
+                }
+                j += ROW_PAD;
+            }
+            for (h, ah) in a.iter().enumerate() {
+                let dst = acc.as_mut_ptr().add(((g0 + h) * ROW_PAD + c) * hd + d0);
+                _mm512_storeu_ps(dst, ah[0]);
+                _mm512_storeu_ps(dst.add(16), ah[1]);
+            }
         }
     }
 }
