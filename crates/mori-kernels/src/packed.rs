@@ -562,26 +562,27 @@ pub(crate) mod avx512 {
                 _mm512_mul_ps(_mm512_set1_ps(dx), dw)
             });
             for j in 0..8 {
-                let w: [__m512i; 4] = std::array::from_fn(|c| {
-                    _mm512_loadu_si512(gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _)
-                });
-                let lo = w.map(|v| _mm512_and_si512(v, low));
-                let hi = w.map(|v| _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-                for t in 0..T {
-                    let xb = x[t].add(b * 292 + 4 + 4 * j);
-                    // Two chains (low and high nibbles) for more products in
-                    // flight; integers, so their sum is exact.
-                    let mut ll = _mm512_setzero_si512();
-                    let mut lh = _mm512_setzero_si512();
-                    for c in 0..4 {
-                        let xl = _mm512_set1_epi32((xb.add(64 * c) as *const i32).read_unaligned());
-                        let xh =
-                            _mm512_set1_epi32((xb.add(64 * c + 32) as *const i32).read_unaligned());
-                        ll = dpwssd(ll, _mm512_maddubs_epi16(lo[c], xl), s_lo[c]);
-                        lh = dpwssd(lh, _mm512_maddubs_epi16(hi[c], xh), s_hi[c]);
+                // Tokens innermost: consecutive products feed different
+                // tokens' sums, so none waits on the one before it and few
+                // wait in the scheduler. Integers, so the order of the
+                // additions does not matter.
+                let mut lane = [_mm512_setzero_si512(); T];
+                for c in 0..4 {
+                    let w = _mm512_loadu_si512(
+                        gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _
+                    );
+                    let lo = _mm512_and_si512(w, low);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+                    for t in 0..T {
+                        let xb = x[t].add(b * 292 + 4 + 64 * c + 4 * j);
+                        let xl = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                        let xh = _mm512_set1_epi32((xb.add(32) as *const i32).read_unaligned());
+                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lo, xl), s_lo[c]);
+                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(hi, xh), s_hi[c]);
                     }
-                    let lane = _mm512_add_epi32(ll, lh);
-                    acc[t][j] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane), acc[t][j]);
+                }
+                for t in 0..T {
+                    acc[t][j] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][j]);
                 }
             }
             q4k_mins(gb, b, &x, &ksub, &mut acc_m);
@@ -630,7 +631,9 @@ pub(crate) mod avx512 {
                 std::array::from_fn(|m| twice_signed(gb.add(Q6K_SCALES + 16 * m)));
             for k in 0..8 {
                 let (par, s) = (k / 4, k % 4);
-                let lev: [__m512i; 8] = std::array::from_fn(|i| {
+                // Tokens innermost, as in `group_q4k_batch`.
+                let mut lane = [_mm512_setzero_si512(); T];
+                for i in 0..8 {
                     let m = par + 2 * i;
                     let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
                     let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
@@ -645,25 +648,18 @@ pub(crate) mod avx512 {
                         2 => qh,
                         _ => _mm512_srli_epi16(qh, 2),
                     };
-                    _mm512_or_si512(lo4, _mm512_and_si512(hi2, two))
-                });
+                    let lev = _mm512_or_si512(lo4, _mm512_and_si512(hi2, two));
+                    for t in 0..T {
+                        let xb = x[t].add(b * 292 + 4 + 4 * s + 16 * m);
+                        let xk = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lev, xk), sc[m]);
+                    }
+                }
                 let sc2 = q6k_doubled_scales(gb, k);
                 for t in 0..T {
-                    let xb = x[t].add(b * 292 + 4 + 4 * s);
-                    let mut la = _mm512_setzero_si512();
-                    let mut lb = _mm512_setzero_si512();
-                    for i in (0..8).step_by(2) {
-                        let (m0, m1) = (par + 2 * i, par + 2 * i + 2);
-                        let x0 =
-                            _mm512_set1_epi32((xb.add(16 * m0) as *const i32).read_unaligned());
-                        let x1 =
-                            _mm512_set1_epi32((xb.add(16 * m1) as *const i32).read_unaligned());
-                        la = dpwssd(la, _mm512_maddubs_epi16(lev[i], x0), sc[m0]);
-                        lb = dpwssd(lb, _mm512_maddubs_epi16(lev[i + 1], x1), sc[m1]);
-                    }
                     let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
-                    let lane = dpwssd(_mm512_add_epi32(la, lb), sc2, c);
-                    acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane), acc[t][k]);
+                    let l = dpwssd(lane[t], sc2, c);
+                    acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(l), acc[t][k]);
                 }
             }
         }
