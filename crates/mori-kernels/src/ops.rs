@@ -995,6 +995,17 @@ struct AttnKv<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
+impl AttnKv<'_> {
+    /// Where position `p`'s vector starts in `k` and `v`. A full cache
+    /// (`n_rows` past every position) needs no division.
+    #[inline]
+    fn at(&self, p: usize) -> usize {
+        let row = if p < self.n_rows { p } else { p % self.n_rows };
+        row * self.kv_dim + self.off
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 mod x86_attn {
     //! The attention of one (token, head) with AVX2: the same roundings and
     //! the same order of every float operation as the scalar code above (and
@@ -1079,7 +1090,7 @@ mod x86_attn {
         for (j, s) in scores.iter_mut().enumerate() {
             let p = lo + j;
             *s = if (first..n_seen).contains(&p) {
-                let k = kv.k[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+                let k = kv.k[kv.at(p)..][..hd].as_ptr();
                 dot(qh16, k) * scale
             } else {
                 f32::NEG_INFINITY
@@ -1109,7 +1120,7 @@ mod x86_attn {
         let hd = q.len();
         let lo = first / ROW_PAD * ROW_PAD;
         let row =
-            |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+            |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
         probabilities(q, kv, first, n_seen, scale, qh16, scores, |q, k| unsafe {
             dot_f16(q, k)
@@ -1257,7 +1268,7 @@ mod x86_attn {
         let lo = first / ROW_PAD * ROW_PAD;
         debug_assert_eq!(lo + span, n_seen.div_ceil(ROW_PAD) * ROW_PAD);
         let row =
-            |m: &[half::f16], p: usize| m[(p % kv.n_rows) * kv.kv_dim + kv.off..][..hd].as_ptr();
+            |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
         qh16.copy_from_slice(q);
         round_f16(qh16);
@@ -1345,7 +1356,7 @@ mod x86_attn {
             while j < span {
                 if seen(j) {
                     let p = lo + j;
-                    let vp = kv.v[(p % kv.n_rows) * kv.kv_dim + kv.off + d0..][..32].as_ptr();
+                    let vp = kv.v[kv.at(p) + d0..][..32].as_ptr();
                     let v0 = f16x16(vp);
                     let v1 = f16x16(vp.add(16));
                     for (h, ah) in a.iter_mut().enumerate() {
