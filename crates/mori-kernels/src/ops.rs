@@ -1119,8 +1119,7 @@ mod x86_attn {
     ) {
         let hd = q.len();
         let lo = first / ROW_PAD * ROW_PAD;
-        let row =
-            |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
+        let row = |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
         probabilities(q, kv, first, n_seen, scale, qh16, scores, |q, k| unsafe {
             dot_f16(q, k)
@@ -1267,8 +1266,7 @@ mod x86_attn {
         let span = scores.len() / heads;
         let lo = first / ROW_PAD * ROW_PAD;
         debug_assert_eq!(lo + span, n_seen.div_ceil(ROW_PAD) * ROW_PAD);
-        let row =
-            |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
+        let row = |m: &[half::f16], p: usize| m[kv.at(p)..][..hd].as_ptr();
         let seen = |j: usize| (first..n_seen).contains(&(lo + j));
         qh16.copy_from_slice(q);
         round_f16(qh16);

@@ -486,22 +486,23 @@ pub(crate) mod avx512 {
                     acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[t][k]), acc[t][k]);
                 }
             }
-            q4k_mins(gb, b, &x, &ksub, &mut acc_m);
+            q4k_mins::<T, false>(gb, b, &x, &ksub, acc_m.as_mut_ptr() as *mut __m512);
         }
         q4k_sum(&acc, &acc_m)
     }
 
     /// The min terms of super-block `b` of a Q4_K group (at `gb`) for `T`
     /// tokens: per lane pair, the rows' mins times the activations' sub-block
-    /// sums, one fused multiply-add by `-dx · dmin` into `acc_m`.
+    /// sums, one fused multiply-add by `-dx · dmin` into `acc_m` (`[T][4]`
+    /// registers, read unless `FIRST`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn q4k_mins<const T: usize>(
+    unsafe fn q4k_mins<const T: usize, const FIRST: bool>(
         gb: *const u8,
         b: usize,
         x: &[*const u8; T],
         ksub: &[*const i32; T],
-        acc_m: &mut [[__m512; 4]; T],
+        acc_m: *mut __m512,
     ) {
         let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
         let mins: [__m512i; 4] =
@@ -512,7 +513,9 @@ pub(crate) mod avx512 {
             for k in 0..4 {
                 let s = _mm512_set1_epi32(*ksub[t].add(b * 4 + k));
                 let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mins[k], s);
-                acc_m[t][k] = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), acc_m[t][k]);
+                let a = acc_m.add(4 * t + k);
+                let prev = if FIRST { _mm512_setzero_ps() } else { *a };
+                *a = _mm512_fmadd_ps(dm, _mm512_cvtepi32_ps(m), prev);
             }
         }
     }
@@ -549,45 +552,72 @@ pub(crate) mod avx512 {
         x: [*const u8; T],
         ksub: [*const i32; T],
     ) -> [[f32; 16]; T] {
-        let mut acc = [[_mm512_setzero_ps(); 8]; T];
-        let mut acc_m = [[_mm512_setzero_ps(); 4]; T];
+        if nb == 0 {
+            return [[0.0; 16]; T];
+        }
+        // The float sums live in L1 across super-blocks. The first one
+        // writes them: its fused multiply-adds start from +0, as a zeroed
+        // sum's would, and 6 KiB need no zeroing per call.
+        let mut acc = std::mem::MaybeUninit::<[[__m512; 8]; T]>::uninit();
+        let mut acc_m = std::mem::MaybeUninit::<[[__m512; 4]; T]>::uninit();
+        let (accp, accmp) = (
+            acc.as_mut_ptr() as *mut __m512,
+            acc_m.as_mut_ptr() as *mut __m512,
+        );
+        q4k_batch_block::<T, true>(g, 0, &x, &ksub, accp, accmp);
+        for b in 1..nb {
+            q4k_batch_block::<T, false>(g, b, &x, &ksub, accp, accmp);
+        }
+        q4k_sum(&*acc.as_ptr(), &*acc_m.as_ptr())
+    }
+
+    /// Super-block `b` of [`group_q4k_batch`]: `acc` (`[T][8]`) and `acc_m`
+    /// (`[T][4]`) are read unless `FIRST`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q4k_batch_block<const T: usize, const FIRST: bool>(
+        g: *const u8,
+        b: usize,
+        x: &[*const u8; T],
+        ksub: &[*const i32; T],
+        acc: *mut __m512,
+        acc_m: *mut __m512,
+    ) {
         let low = _mm512_set1_epi8(0x0f);
-        for b in 0..nb {
-            let gb = g.add(b * super::Q4K_GROUP_BLOCK);
-            let s_lo: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * 2 * c)));
-            let s_hi: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * (2 * c + 1))));
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
-            let d: [__m512; T] = std::array::from_fn(|t| {
-                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
-                _mm512_mul_ps(_mm512_set1_ps(dx), dw)
-            });
-            for j in 0..8 {
-                // Tokens innermost: consecutive products feed different
-                // tokens' sums, so none waits on the one before it and few
-                // wait in the scheduler. Integers, so the order of the
-                // additions does not matter.
-                let mut lane = [_mm512_setzero_si512(); T];
-                for c in 0..4 {
-                    let w = _mm512_loadu_si512(
-                        gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _
-                    );
-                    let lo = _mm512_and_si512(w, low);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
-                    for t in 0..T {
-                        let xb = x[t].add(b * 292 + 4 + 64 * c + 4 * j);
-                        let xl = _mm512_set1_epi32((xb as *const i32).read_unaligned());
-                        let xh = _mm512_set1_epi32((xb.add(32) as *const i32).read_unaligned());
-                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lo, xl), s_lo[c]);
-                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(hi, xh), s_hi[c]);
-                    }
-                }
+        let gb = g.add(b * super::Q4K_GROUP_BLOCK);
+        let s_lo: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * 2 * c)));
+        let s_hi: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * (2 * c + 1))));
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        let d: [__m512; T] = std::array::from_fn(|t| {
+            let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+            _mm512_mul_ps(_mm512_set1_ps(dx), dw)
+        });
+        for j in 0..8 {
+            // Tokens innermost: consecutive products feed different tokens'
+            // sums, so none waits on the one before it and few wait in the
+            // scheduler. Integers, so the order of the additions does not
+            // matter.
+            let mut lane = [_mm512_setzero_si512(); T];
+            for c in 0..4 {
+                let w =
+                    _mm512_loadu_si512(gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _);
+                let lo = _mm512_and_si512(w, low);
+                let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
                 for t in 0..T {
-                    acc[t][j] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][j]);
+                    let xb = x[t].add(b * 292 + 4 + 64 * c + 4 * j);
+                    let xl = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                    let xh = _mm512_set1_epi32((xb.add(32) as *const i32).read_unaligned());
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lo, xl), s_lo[c]);
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(hi, xh), s_hi[c]);
                 }
             }
-            q4k_mins(gb, b, &x, &ksub, &mut acc_m);
+            for t in 0..T {
+                let a = acc.add(8 * t + j);
+                let prev = if FIRST { _mm512_setzero_ps() } else { *a };
+                *a = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), prev);
+            }
         }
-        q4k_sum(&acc, &acc_m)
+        q4k_mins::<T, FIRST>(gb, b, x, ksub, acc_m);
     }
 
     /// 16 signed bytes (one per row) as 16 dwords holding the value as an
@@ -616,58 +646,80 @@ pub(crate) mod avx512 {
         x: [*const u8; T],
         q6c: [*const i32; T],
     ) -> [[f32; 16]; T] {
-        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
-        let mut acc = [[_mm512_setzero_ps(); 8]; T];
-        let low = _mm512_set1_epi8(0x0f);
-        let two = _mm512_set1_epi8(0x30);
-        for b in 0..nb {
-            let gb = g.add(b * 16 * 210);
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
-            let d: [__m512; T] = std::array::from_fn(|t| {
-                let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
-                _mm512_mul_ps(_mm512_set1_ps(dx), dw)
-            });
-            let sc: [__m512i; 16] =
-                std::array::from_fn(|m| twice_signed(gb.add(Q6K_SCALES + 16 * m)));
-            for k in 0..8 {
-                let (par, s) = (k / 4, k % 4);
-                // Tokens innermost, as in `group_q4k_batch`.
-                let mut lane = [_mm512_setzero_si512(); T];
-                for i in 0..8 {
-                    let m = par + 2 * i;
-                    let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
-                    let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
-                    let lo4 = if s % 2 == 0 {
-                        _mm512_and_si512(ql, low)
-                    } else {
-                        _mm512_and_si512(_mm512_srli_epi16(ql, 4), low)
-                    };
-                    let hi2 = match s {
-                        0 => _mm512_slli_epi16(qh, 4),
-                        1 => _mm512_slli_epi16(qh, 2),
-                        2 => qh,
-                        _ => _mm512_srli_epi16(qh, 2),
-                    };
-                    let lev = _mm512_or_si512(lo4, _mm512_and_si512(hi2, two));
-                    for t in 0..T {
-                        let xb = x[t].add(b * 292 + 4 + 4 * s + 16 * m);
-                        let xk = _mm512_set1_epi32((xb as *const i32).read_unaligned());
-                        lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lev, xk), sc[m]);
-                    }
-                }
-                let sc2 = q6k_doubled_scales(gb, k);
-                for t in 0..T {
-                    let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
-                    let l = dpwssd(lane[t], sc2, c);
-                    acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(l), acc[t][k]);
-                }
-            }
+        if nb == 0 {
+            return [[0.0; 16]; T];
         }
+        // Written by the first super-block, as in `group_q4k_batch`.
+        let mut acc = std::mem::MaybeUninit::<[[__m512; 8]; T]>::uninit();
+        let accp = acc.as_mut_ptr() as *mut __m512;
+        q6k_batch_block::<T, true>(g, 0, &x, &q6c, accp);
+        for b in 1..nb {
+            q6k_batch_block::<T, false>(g, b, &x, &q6c, accp);
+        }
+        let acc = &*acc.as_ptr();
         let mut out = [[0.0f32; 16]; T];
         for t in 0..T {
             _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
         }
         out
+    }
+
+    /// Super-block `b` of [`group_q6k_batch`]: `acc` (`[T][8]`) is read
+    /// unless `FIRST`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q6k_batch_block<const T: usize, const FIRST: bool>(
+        g: *const u8,
+        b: usize,
+        x: &[*const u8; T],
+        q6c: &[*const i32; T],
+        acc: *mut __m512,
+    ) {
+        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
+        let low = _mm512_set1_epi8(0x0f);
+        let two = _mm512_set1_epi8(0x30);
+        let gb = g.add(b * 16 * 210);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        let d: [__m512; T] = std::array::from_fn(|t| {
+            let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
+            _mm512_mul_ps(_mm512_set1_ps(dx), dw)
+        });
+        let sc: [__m512i; 16] = std::array::from_fn(|m| twice_signed(gb.add(Q6K_SCALES + 16 * m)));
+        for k in 0..8 {
+            let (par, s) = (k / 4, k % 4);
+            // Tokens innermost, as in `group_q4k_batch`.
+            let mut lane = [_mm512_setzero_si512(); T];
+            for i in 0..8 {
+                let m = par + 2 * i;
+                let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
+                let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
+                let lo4 = if s % 2 == 0 {
+                    _mm512_and_si512(ql, low)
+                } else {
+                    _mm512_and_si512(_mm512_srli_epi16(ql, 4), low)
+                };
+                let hi2 = match s {
+                    0 => _mm512_slli_epi16(qh, 4),
+                    1 => _mm512_slli_epi16(qh, 2),
+                    2 => qh,
+                    _ => _mm512_srli_epi16(qh, 2),
+                };
+                let lev = _mm512_or_si512(lo4, _mm512_and_si512(hi2, two));
+                for t in 0..T {
+                    let xb = x[t].add(b * 292 + 4 + 4 * s + 16 * m);
+                    let xk = _mm512_set1_epi32((xb as *const i32).read_unaligned());
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lev, xk), sc[m]);
+                }
+            }
+            let sc2 = q6k_doubled_scales(gb, k);
+            for t in 0..T {
+                let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
+                let l = dpwssd(lane[t], sc2, c);
+                let a = acc.add(8 * t + k);
+                let prev = if FIRST { _mm512_setzero_ps() } else { *a };
+                *a = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(l), prev);
+            }
+        }
     }
 
     /// Q6_K lane k's correction scales for a group's super-block at `gb`:
