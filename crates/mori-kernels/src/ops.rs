@@ -795,7 +795,10 @@ pub fn attention_in(
     let n_rows = layout.n_rows.min(n_kv);
     debug_assert_eq!(q.len(), n_tokens * q_dim);
     debug_assert_eq!(out.len(), n_tokens * q_dim);
-    debug_assert!(k.len() >= n_rows * kv_dim && v.len() >= n_rows * kv_dim);
+    assert!(
+        k.len() >= n_rows * kv_dim && v.len() >= n_rows * kv_dim,
+        "attention: the cache holds fewer than {n_rows} rows of {kv_dim}"
+    );
     // A ring must still hold the oldest position the first query sees.
     debug_assert!(n_rows >= n_kv - layout.first_seen(pos0 + 1));
     // Cache row of position `p`.
@@ -1300,16 +1303,19 @@ mod x86_attn {
             softmax_lanes(sg);
             round_f16(sg);
         }
-        // acc[g][c][d]: lane class c's sum for head g, column d.
+        // acc[g][c][d]: lane class c's sum for head g, column d. Masked
+        // positions would only add exact zeros (to sums that are never -0),
+        // so only the seen ones are read.
+        let seen_js = (first - lo, n_seen - lo);
         for d0 in (0..hd).step_by(32) {
             let mut g0 = 0;
             while g0 < heads {
                 let n = (heads - g0).min(4);
                 match n {
-                    1 => classes::<1>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
-                    2 => classes::<2>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
-                    3 => classes::<3>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
-                    _ => classes::<4>(kv, lo, span, hd, d0, g0, &seen, scores, acc),
+                    1 => classes::<1>(kv, lo, seen_js, span, hd, d0, g0, scores, acc),
+                    2 => classes::<2>(kv, lo, seen_js, span, hd, d0, g0, scores, acc),
+                    3 => classes::<3>(kv, lo, seen_js, span, hd, d0, g0, scores, acc),
+                    _ => classes::<4>(kv, lo, seen_js, span, hd, d0, g0, scores, acc),
                 }
                 g0 += n;
             }
@@ -1332,36 +1338,43 @@ mod x86_attn {
     }
 
     /// Columns `d0 .. d0 + 32` of heads `g0 .. g0 + H`: for each lane class
-    /// c, `Σ p_j · v_j` over the seen positions j ≡ c (mod 32) in order, in
-    /// registers, stored to `acc[g][c][d]`.
+    /// c, `Σ p_j · v_j` over the seen positions `js <= j < je` with
+    /// j ≡ c (mod 32), in order, in registers, stored to `acc[g][c][d]`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     #[inline]
     unsafe fn classes<const H: usize>(
         kv: &AttnKv<'_>,
         lo: usize,
+        (js, je): (usize, usize),
         span: usize,
         hd: usize,
         d0: usize,
         g0: usize,
-        seen: &impl Fn(usize) -> bool,
         scores: &[f32],
         acc: &mut [f32],
     ) {
+        // Without a ring's wrap, row j is a fixed stride past row 0.
+        let wraps = lo + je > kv.n_rows;
+        let base = kv.v.as_ptr().add(kv.off + d0);
         for c in 0..ROW_PAD {
             let mut a = [[_mm512_setzero_ps(); 2]; H];
-            let mut j = c;
-            while j < span {
-                if seen(j) {
-                    let p = lo + j;
-                    let vp = kv.v[kv.at(p) + d0..][..32].as_ptr();
-                    let v0 = f16x16(vp);
-                    let v1 = f16x16(vp.add(16));
-                    for (h, ah) in a.iter_mut().enumerate() {
-                        let pj = _mm512_set1_ps(*scores.get_unchecked((g0 + h) * span + j));
-                        ah[0] = _mm512_fmadd_ps(v0, pj, ah[0]);
-                        ah[1] = _mm512_fmadd_ps(v1, pj, ah[1]);
-                    }
+            let mut j = js - js % ROW_PAD + c;
+            if j < js {
+                j += ROW_PAD;
+            }
+            while j < je {
+                let vp = if wraps {
+                    kv.v.as_ptr().add(kv.at(lo + j) + d0)
+                } else {
+                    base.add((lo + j) * kv.kv_dim)
+                };
+                let v0 = f16x16(vp);
+                let v1 = f16x16(vp.add(16));
+                for (h, ah) in a.iter_mut().enumerate() {
+                    let pj = _mm512_set1_ps(*scores.get_unchecked((g0 + h) * span + j));
+                    ah[0] = _mm512_fmadd_ps(v0, pj, ah[0]);
+                    ah[1] = _mm512_fmadd_ps(v1, pj, ah[1]);
                 }
                 j += ROW_PAD;
             }
