@@ -133,9 +133,6 @@ impl ThreadPool {
         self.n_threads
     }
 
-    /// Calls `f(thread_idx)` once on each of the pool's threads, the calling
-    /// thread being index 0, and returns when all calls have returned. A panic
-    /// in any call is re-raised here.
     /// Calls `f(i, chunk)` for every `chunk_len`-element chunk `i` of `data`
     /// (the last may be shorter), the chunks shared out in contiguous runs,
     /// one per thread: element-wise work on a whole batch at once.
@@ -174,6 +171,9 @@ impl ThreadPool {
         });
     }
 
+    /// Calls `f(thread_idx)` once on each of the pool's threads, the calling
+    /// thread being index 0, and returns when all calls have returned. A panic
+    /// in any call is re-raised here.
     pub fn run<F: Fn(usize) + Sync>(&self, f: F) {
         if self.n_threads == 1 {
             f(0);

@@ -187,37 +187,36 @@ impl Llama {
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
         };
+        // Per-token work (norms, biases, RoPE) is spread over the pool: its
+        // f64 norm sums are serial chains, and one thread alone would leave
+        // the others waiting.
         for (il, l) in self.layers.iter().enumerate() {
-            for t in 0..n {
-                ops::rms_norm(
-                    &x[t * d..(t + 1) * d],
-                    &l.attn_norm,
-                    hp.rms_eps,
-                    &mut xn[t * d..(t + 1) * d],
-                );
-            }
+            pool.for_chunks_mut(&mut xn[..n * d], d, |t, out| {
+                ops::rms_norm(&x[t * d..(t + 1) * d], &l.attn_norm, hp.rms_eps, out)
+            });
             acts.invalidate();
             acts.matmul(pool, f, &l.wq, &xn, n, &mut q)?;
             acts.matmul(pool, f, &l.wk, &xn, n, &mut k)?;
             acts.matmul(pool, f, &l.wv, &xn, n, &mut v)?;
-            for t in 0..n {
-                let (qt, kt, vt) = (
-                    &mut q[t * q_dim..(t + 1) * q_dim],
-                    &mut k[t * kv_dim..(t + 1) * kv_dim],
-                    &mut v[t * kv_dim..(t + 1) * kv_dim],
-                );
-                add_bias(qt, l.bq.as_deref());
-                add_bias(kt, l.bk.as_deref());
-                add_bias(vt, l.bv.as_deref());
-                if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                    qt.chunks_mut(hd)
-                        .for_each(|h| ops::rms_norm_inplace(h, qn, hp.rms_eps));
-                    kt.chunks_mut(hd)
-                        .for_each(|h| ops::rms_norm_inplace(h, kn, hp.rms_eps));
+            let heads = |xt: &mut [f32], t: usize, bias: Option<&[f32]>, norm, n_heads| {
+                add_bias(xt, bias);
+                if let (Some(_), Some(_), Some(w)) = (&l.q_norm, &l.k_norm, norm) {
+                    xt.chunks_mut(hd)
+                        .for_each(|h| ops::rms_norm_inplace(h, w, hp.rms_eps));
                 }
-                let cst = &cs[t * hp.n_rot..(t + 1) * hp.n_rot];
-                self.rope.apply(qt, hp.n_head, hd, cst);
-                self.rope.apply(kt, hp.n_head_kv, hd, cst);
+                self.rope
+                    .apply(xt, n_heads, hd, &cs[t * hp.n_rot..(t + 1) * hp.n_rot]);
+            };
+            pool.for_chunks_mut(&mut q[..n * q_dim], q_dim, |t, qt| {
+                heads(qt, t, l.bq.as_deref(), l.q_norm.as_deref(), hp.n_head)
+            });
+            pool.for_chunks_mut(&mut k[..n * kv_dim], kv_dim, |t, kt| {
+                heads(kt, t, l.bk.as_deref(), l.k_norm.as_deref(), hp.n_head_kv)
+            });
+            if l.bv.is_some() {
+                for vt in v[..n * kv_dim].chunks_mut(kv_dim) {
+                    add_bias(vt, l.bv.as_deref());
+                }
             }
             cache.store(il, pos0, &k, &v);
             let (kc, vc) = cache.layer(il, pos0 + n);
@@ -231,14 +230,9 @@ impl Llama {
                 ops::add_inplace(&mut x[t * d..(t + 1) * d], pt);
             }
 
-            for t in 0..n {
-                ops::rms_norm(
-                    &x[t * d..(t + 1) * d],
-                    &l.ffn_norm,
-                    hp.rms_eps,
-                    &mut xn[t * d..(t + 1) * d],
-                );
-            }
+            pool.for_chunks_mut(&mut xn[..n * d], d, |t, out| {
+                ops::rms_norm(&x[t * d..(t + 1) * d], &l.ffn_norm, hp.rms_eps, out)
+            });
             l.ffn.forward(
                 pool,
                 f,
