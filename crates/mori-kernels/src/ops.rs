@@ -846,8 +846,13 @@ pub fn attention_in(
                     // SAFETY: AVX-512 F (with AVX2, FMA, F16C) is present
                     // (`simd::level`); the buffers have the sizes
                     // `attend512` documents.
+                    let attend = match hd {
+                        64 => x86_attn::attend512::<64>,
+                        128 => x86_attn::attend512::<128>,
+                        _ => x86_attn::attend512::<0>,
+                    };
                     unsafe {
-                        x86_attn::attend512(
+                        attend(
                             qt,
                             hd,
                             &kv,
@@ -1252,7 +1257,7 @@ mod x86_attn {
     /// and `out` `heads · hd`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    pub(super) unsafe fn attend512(
+    pub(super) unsafe fn attend512<const HD: usize>(
         q: &[f32],
         hd: usize,
         kv: &AttnKv<'_>,
@@ -1265,6 +1270,10 @@ mod x86_attn {
         acc: &mut [f32],
         out: &mut [f32],
     ) {
+        // A head size known at compile time (`HD`, 0 if not) lets the
+        // compiler keep each query in registers across its 16 keys.
+        debug_assert!(HD == 0 || HD == hd);
+        let hd = if HD == 0 { hd } else { HD };
         let heads = q.len() / hd;
         let span = scores.len() / heads;
         let lo = first / ROW_PAD * ROW_PAD;
