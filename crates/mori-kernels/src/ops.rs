@@ -804,8 +804,6 @@ pub fn attention_in(
     // Cache row of position `p`.
     let row_of = |p: usize| p % layout.n_rows;
 
-    let n_items = n_tokens * n_head;
-    let n_threads = pool.n_threads();
     // Scores of one query: from the multiple of 32 at or below its first
     // visible position to its last position, rounded up to 32.
     let span = |n_seen: usize| {
@@ -817,20 +815,26 @@ pub fn attention_in(
     if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
         if crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention() {
             // One item per (token, key/value head): its query heads together.
-            // One lock per item's output slice: each is taken by exactly one
-            // thread, so the locks never contend; they only prove disjointness.
-            let slots: Vec<std::sync::Mutex<&mut [f32]>> = out
-                .chunks_mut(n_gqa * hd)
-                .map(std::sync::Mutex::new)
-                .collect();
-            let n_items = n_tokens * n_head_kv;
-            pool.run(|tid| {
-                let mut scores = vec![0.0f32; n_gqa * max_span];
-                let mut qh16 = vec![0.0f32; n_gqa * hd];
-                let mut kbuf = vec![0.0f32; 16 * hd];
-                let mut acc = vec![0.0f32; n_gqa * ROW_PAD * hd];
-                let mut item = tid;
-                while item < n_items {
+            let attend = match hd {
+                64 => x86_attn::attend512::<64>,
+                128 => x86_attn::attend512::<128>,
+                _ => x86_attn::attend512::<0>,
+            };
+            let scratch = || {
+                let f = |n: usize| vec![0.0f32; n];
+                (
+                    f(n_gqa * max_span),
+                    f(n_gqa * hd),
+                    f(16 * hd),
+                    f(n_gqa * ROW_PAD * hd),
+                )
+            };
+            per_item(
+                pool,
+                out,
+                n_gqa * hd,
+                scratch,
+                |(scores, qh16, kbuf, acc), item, slot| {
                     let (t, kvh) = (item / n_head_kv, item % n_head_kv);
                     let n_seen = pos0 + t + 1;
                     let kv = AttnKv {
@@ -842,15 +846,9 @@ pub fn attention_in(
                     };
                     let qt = &q[t * q_dim + kvh * n_gqa * hd..][..n_gqa * hd];
                     let len = span(n_seen).1;
-                    let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
                     // SAFETY: AVX-512 F (with AVX2, FMA, F16C) is present
-                    // (`simd::level`); the buffers have the sizes
-                    // `attend512` documents.
-                    let attend = match hd {
-                        64 => x86_attn::attend512::<64>,
-                        128 => x86_attn::attend512::<128>,
-                        _ => x86_attn::attend512::<0>,
-                    };
+                    // (`simd::level`); the buffers have the sizes `attend512`
+                    // documents.
                     unsafe {
                         attend(
                             qt,
@@ -859,71 +857,66 @@ pub fn attention_in(
                             layout.first_seen(n_seen),
                             n_seen,
                             scale,
-                            &mut qh16,
+                            qh16,
                             &mut scores[..n_gqa * len],
-                            &mut kbuf,
-                            &mut acc,
-                            &mut slot,
+                            kbuf,
+                            acc,
+                            slot,
                         )
                     };
-                    item += n_threads;
-                }
-            });
+                },
+            );
             return;
         }
-        // One lock per (token, head) output slice, as above.
-        let slots: Vec<std::sync::Mutex<&mut [f32]>> =
-            out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
-        pool.run(|tid| {
-            let mut scores = vec![0.0f32; max_span];
-            let mut qh16 = vec![0.0f32; hd];
-            let mut acc = vec![0.0f32; 32 * hd];
-            let mut item = tid;
-            while item < n_items {
-                let (t, h) = (item / n_head, item % n_head);
-                let n_seen = pos0 + t + 1;
-                let kv = AttnKv {
-                    k,
-                    v,
-                    kv_dim,
-                    off: (h / n_gqa) * hd,
-                    n_rows: layout.n_rows,
-                };
-                let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
-                // SAFETY: AVX2, FMA and F16C are present (checked above); the
-                // slices hold what `AttnKv` documents.
-                unsafe {
-                    x86_attn::attend(
-                        qt,
-                        &kv,
-                        layout.first_seen(n_seen),
-                        n_seen,
-                        scale,
-                        &mut qh16,
-                        &mut scores[..span(n_seen).1],
-                        &mut acc,
-                        &mut slot,
-                    )
-                };
-                item += n_threads;
-            }
+        // One item per (token, head).
+        let scratch = || {
+            (
+                vec![0.0f32; max_span],
+                vec![0.0f32; hd],
+                vec![0.0f32; 32 * hd],
+            )
+        };
+        per_item(pool, out, hd, scratch, |(scores, qh16, acc), item, slot| {
+            let (t, h) = (item / n_head, item % n_head);
+            let n_seen = pos0 + t + 1;
+            let kv = AttnKv {
+                k,
+                v,
+                kv_dim,
+                off: (h / n_gqa) * hd,
+                n_rows: layout.n_rows,
+            };
+            let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            // SAFETY: AVX2, FMA and F16C are present (checked above); the
+            // slices hold what `AttnKv` documents.
+            unsafe {
+                x86_attn::attend(
+                    qt,
+                    &kv,
+                    layout.first_seen(n_seen),
+                    n_seen,
+                    scale,
+                    qh16,
+                    &mut scores[..span(n_seen).1],
+                    acc,
+                    slot,
+                )
+            };
         });
         return;
     }
-    // One lock per (token, head) output slice, as above.
-    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
-        out.chunks_mut(hd).map(std::sync::Mutex::new).collect();
-    pool.run(|tid| {
-        // Rows are padded to whole 32-element steps; the padding holds exact
-        // zeros (probability 0, value 0), so it adds nothing.
-        let mut scores = vec![0.0f32; max_span];
-        let mut qh16 = vec![0.0f32; hd];
-        let mut row = vec![0.0f32; hd];
-        let mut vcol = vec![0.0f32; max_span];
-        let mut acc = vec![0.0f32; hd];
-        let mut item = tid;
-        while item < n_items {
+    // Rows are padded to whole 32-element steps; the padding holds exact
+    // zeros (probability 0, value 0), so it adds nothing.
+    let scratch = || {
+        let f = |n: usize| vec![0.0f32; n];
+        (f(max_span), f(hd), f(hd), f(max_span))
+    };
+    per_item(
+        pool,
+        out,
+        hd,
+        scratch,
+        |(scores, qh16, row, vcol), item, acc| {
             let (t, h) = (item / n_head, item % n_head);
             let kvh = h / n_gqa;
             // The cache holds f16, and products with it round the other operand
@@ -950,7 +943,7 @@ pub fn attention_in(
                 for (x, kx) in row.iter_mut().zip(&k[r..r + hd]) {
                     *x = kx.to_f32();
                 }
-                *s = dot_lanes(&qh16, &row) * scale;
+                *s = dot_lanes(qh16, row) * scale;
             }
             softmax_lanes(scores);
             for s in scores.iter_mut() {
@@ -966,8 +959,31 @@ pub fn attention_in(
                 }
                 *a = dot_lanes(&vcol[..len], scores);
             }
+        },
+    );
+}
+
+/// Runs `work(scratch, i, out_i)` for every item i, where `out_i` is
+/// `out[i · len .. (i + 1) · len]`: the items are dealt round-robin to the
+/// pool's threads, each of which makes its scratch once with `scratch`.
+fn per_item<S>(
+    pool: &crate::ThreadPool,
+    out: &mut [f32],
+    len: usize,
+    scratch: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, usize, &mut [f32]) + Sync,
+) {
+    // One lock per item's output: each is taken by exactly one thread, so
+    // the locks never contend; they only prove disjointness.
+    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(len).map(std::sync::Mutex::new).collect();
+    let n_threads = pool.n_threads();
+    pool.run(|tid| {
+        let mut s = scratch();
+        let mut item = tid;
+        while item < slots.len() {
             let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
-            slot.copy_from_slice(&acc);
+            work(&mut s, item, &mut slot);
             item += n_threads;
         }
     });

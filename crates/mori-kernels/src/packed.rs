@@ -380,11 +380,7 @@ pub(crate) mod avx512 {
                 }
             }
         }
-        let mut out = [[0.0f32; 16]; T];
-        for t in 0..T {
-            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
-        }
-        out
+        lane_sums(&acc)
     }
 
     /// `acc + a·b` over i16 pairs (`vpdpwssd`), kept as one instruction: LLVM
@@ -404,6 +400,17 @@ pub(crate) mod avx512 {
             options(pure, nomem, nostack, preserves_flags),
         );
         acc
+    }
+
+    /// Each token's 16 results: its 8 lane registers summed as `hsum8` does.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn lane_sums<const T: usize>(acc: &[[__m512; 8]; T]) -> [[f32; 16]; T] {
+        let mut out = [[0.0f32; 16]; T];
+        for t in 0..T {
+            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
+        }
+        out
     }
 
     /// `quants::hsum8` of 8 lane registers: halves, then pairs.
@@ -656,12 +663,7 @@ pub(crate) mod avx512 {
         for b in 1..nb {
             q6k_batch_block::<T, false>(g, b, &x, &q6c, accp);
         }
-        let acc = &*acc.as_ptr();
-        let mut out = [[0.0f32; 16]; T];
-        for t in 0..T {
-            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
-        }
-        out
+        lane_sums(&*acc.as_ptr())
     }
 
     /// Super-block `b` of [`group_q6k_batch`]: `acc` (`[T][8]`) is read
@@ -814,11 +816,7 @@ pub(crate) mod avx512 {
                 }
             }
         }
-        let mut out = [[0.0f32; 16]; T];
-        for t in 0..T {
-            _mm512_storeu_ps(out[t].as_mut_ptr(), hsum8(&acc[t]));
-        }
-        out
+        lane_sums(&acc)
     }
 }
 
