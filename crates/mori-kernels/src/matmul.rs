@@ -412,10 +412,11 @@ pub fn matmul_at(
     Ok(())
 }
 
-/// [`matmul_at`] for weights in the x16 layout: each thread takes a run of
-/// whole groups and sweeps every token past each group, two at a time. Tiers
-/// below AVX-512 turn each row back into the file's layout and use the plain
-/// kernels, which give the same bits.
+/// [`matmul_at`] for weights in the x16 layout: the threads claim runs of
+/// whole groups (an eighth of a thread's share at a time) and sweep every
+/// token past each group (see [`packed_groups`]). Tiers below AVX-512 take a
+/// fixed share of groups, turn each row back into the file's layout and use
+/// the plain kernels, which give the same bits.
 fn matmul_packed(
     isa: simd::Isa,
     pool: &ThreadPool,
@@ -474,7 +475,8 @@ fn matmul_packed(
 }
 
 /// The AVX-512 sweep over the groups in `groups` (the first is group `g0`):
-/// two tokens at a time, then the odd one.
+/// K-type weights eight tokens at a time, then every type two at a time,
+/// then the odd one.
 #[cfg(target_arch = "x86_64")]
 fn packed_groups(
     ty: GgmlType,
