@@ -592,6 +592,7 @@ pub(crate) mod avx512 {
     ) {
         let low = _mm512_set1_epi8(0x0f);
         let gb = g.add(b * super::Q4K_GROUP_BLOCK);
+        prefetch_next(gb, super::Q4K_GROUP_BLOCK, x, b);
         let s_lo: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * 2 * c)));
         let s_hi: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * (2 * c + 1))));
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
@@ -625,6 +626,25 @@ pub(crate) mod avx512 {
             }
         }
         q4k_mins::<T, FIRST>(gb, b, x, ksub, acc_m);
+    }
+
+    /// Brings the next super-block of a K-type batch into L1: the group's
+    /// (the `bytes` after `gb`) and each token's. A prompt's activations and
+    /// ffn_down's groups live in L2 or further.
+    #[inline(always)]
+    unsafe fn prefetch_next<const T: usize>(gb: *const u8, bytes: usize, x: &[*const u8; T], b: usize) {
+        let next = gb.wrapping_add(bytes);
+        let mut o = 0;
+        while o < bytes {
+            _mm_prefetch(next.wrapping_add(o) as *const i8, _MM_HINT_T0);
+            o += 64;
+        }
+        for t in 0..T {
+            let xb = x[t].wrapping_add((b + 1) * 292);
+            for o in (0..292).step_by(64) {
+                _mm_prefetch(xb.wrapping_add(o) as *const i8, _MM_HINT_T0);
+            }
+        }
     }
 
     /// 16 signed bytes (one per row) as 16 dwords holding the value as an
@@ -681,6 +701,7 @@ pub(crate) mod avx512 {
         let low = _mm512_set1_epi8(0x0f);
         let two = _mm512_set1_epi8(0x30);
         let gb = g.add(b * 16 * 210);
+        prefetch_next(gb, 16 * 210, x, b);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
         let d: [__m512; T] = std::array::from_fn(|t| {
             let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
