@@ -522,18 +522,36 @@ fn packed_groups(
             _ => avx512::group_q6k::<2>(nb256, g, [x(t), x(t + 1)], [q6c(t), q6c(t + 1)]),
         }
     };
-    // K-type batches: eight tokens per pass over a group's weights.
+    // K-type batches: eight tokens per pass over a group widened once.
     const BATCH: usize = 8;
-    let batched = matches!(ty, GgmlType::Q4K | GgmlType::Q6K);
-    let batch = |g: *const u8, t: usize| unsafe {
+    let wide_bytes = match ty {
+        GgmlType::Q4K => avx512::Q4K_WIDE,
+        GgmlType::Q6K => avx512::Q6K_WIDE,
+        _ => 0,
+    } * nb256;
+    let batched = wide_bytes > 0 && n_tokens >= BATCH;
+    let widen = |g: *const u8, wide: *mut u8| unsafe {
+        match ty {
+            GgmlType::Q4K => avx512::widen_q4k(nb256, g, wide),
+            _ => avx512::widen_q6k(nb256, g, wide),
+        }
+    };
+    let batch = |g: *const u8, wide: *const u8, t: usize| unsafe {
         let xs = std::array::from_fn(|i| x(t + i));
         match ty {
-            GgmlType::Q4K => {
-                avx512::group_q4k_batch::<BATCH>(nb256, g, xs, std::array::from_fn(|i| ksub(t + i)))
-            }
-            _ => {
-                avx512::group_q6k_batch::<BATCH>(nb256, g, xs, std::array::from_fn(|i| q6c(t + i)))
-            }
+            GgmlType::Q4K => avx512::group_q4k_batch::<BATCH>(
+                nb256,
+                g,
+                wide,
+                xs,
+                std::array::from_fn(|i| ksub(t + i)),
+            ),
+            _ => avx512::group_q6k_batch::<BATCH>(
+                nb256,
+                wide,
+                xs,
+                std::array::from_fn(|i| q6c(t + i)),
+            ),
         }
     };
     let one = |g: *const u8, t: usize| unsafe {
@@ -547,28 +565,50 @@ fn packed_groups(
     // The groups in memory order: the kernels prefetch ahead of the block
     // they read, into the next group at a group's end.
     let n = groups.len() / group_bytes;
-    for i in 0..n {
-        let g = &groups[i * group_bytes..(i + 1) * group_bytes];
-        let r0 = (g0 + i) * GROUP;
-        let mut t = 0;
-        if batched {
-            while t + BATCH <= n_tokens {
-                for (j, row) in batch(g.as_ptr(), t).iter().enumerate() {
+    WIDE.with_borrow_mut(|wide| {
+        if batched && wide.len() < wide_bytes / 64 {
+            wide.resize(wide_bytes / 64, Line([0; 64]));
+        }
+        for i in 0..n {
+            let g = &groups[i * group_bytes..(i + 1) * group_bytes];
+            let r0 = (g0 + i) * GROUP;
+            let mut t = 0;
+            if batched {
+                let wide = wide.as_mut_ptr() as *mut u8;
+                widen(g.as_ptr(), wide);
+                while t + BATCH <= n_tokens {
+                    for (j, row) in batch(g.as_ptr(), wide, t).iter().enumerate() {
+                        store16(r0, t + j, row);
+                    }
+                    t += BATCH;
+                }
+            }
+            while t + 2 <= n_tokens {
+                for (j, row) in two(g.as_ptr(), t).iter().enumerate() {
                     store16(r0, t + j, row);
                 }
-                t += BATCH;
+                t += 2;
+            }
+            if t < n_tokens {
+                store16(r0, t, &one(g.as_ptr(), t)[0]);
             }
         }
-        while t + 2 <= n_tokens {
-            for (j, row) in two(g.as_ptr(), t).iter().enumerate() {
-                store16(r0, t + j, row);
-            }
-            t += 2;
-        }
-        if t < n_tokens {
-            store16(r0, t, &one(g.as_ptr(), t)[0]);
-        }
-    }
+    });
+}
+
+/// 64 bytes, 64-byte aligned: the unit of [`WIDE`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each thread's widened K-type group (`packed::avx512::widen_q4k`,
+    /// `widen_q6k`): a prompt unpacks each group once for all its batches of
+    /// tokens. It grows to the widest group the thread has met (about 180 KiB
+    /// for 8192 columns) and stays, so no product allocates after the first.
+    static WIDE: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One thread's share of a matrix product: rows `r0..r1` of `w` against

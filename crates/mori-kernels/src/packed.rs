@@ -493,27 +493,37 @@ pub(crate) mod avx512 {
                     acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes[t][k]), acc[t][k]);
                 }
             }
-            q4k_mins::<T, false>(gb, b, &x, &ksub, acc_m.as_mut_ptr() as *mut __m512);
+            let acc_m = acc_m.as_mut_ptr() as *mut __m512;
+            q4k_mins::<T, false>(q4k_min_factors(gb), b, &x, &ksub, acc_m);
         }
         q4k_sum(&acc, &acc_m)
     }
 
-    /// The min terms of super-block `b` of a Q4_K group (at `gb`) for `T`
-    /// tokens: per lane pair, the rows' mins times the activations' sub-block
-    /// sums, one fused multiply-add by `-dx · dmin` into `acc_m` (`[T][4]`
-    /// registers, read unless `FIRST`).
+    /// A Q4_K group super-block's (at `gb`) min factors: the rows' `dmin` as
+    /// f32, and per lane pair k the rows' mins of sub-blocks 2k and 2k + 1
+    /// as the i16 halves of their dwords.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q4k_min_factors(gb: *const u8) -> (__m512, [__m512i; 4]) {
+        let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
+        let mins =
+            std::array::from_fn(|k| pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1))));
+        (dmw, mins)
+    }
+
+    /// The min terms of super-block `b` of a Q4_K group for `T` tokens: per
+    /// lane pair, the rows' mins (`q4k_min_factors`) times the activations'
+    /// sub-block sums, one fused multiply-add by `-dx · dmin` into `acc_m`
+    /// (`[T][4]` registers, read unless `FIRST`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn q4k_mins<const T: usize, const FIRST: bool>(
-        gb: *const u8,
+        (dmw, mins): (__m512, [__m512i; 4]),
         b: usize,
         x: &[*const u8; T],
         ksub: &[*const i32; T],
         acc_m: *mut __m512,
     ) {
-        let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(gb.add(32) as *const __m256i));
-        let mins: [__m512i; 4] =
-            std::array::from_fn(|k| pair(gb.add(192 + 16 * 2 * k), gb.add(192 + 16 * (2 * k + 1))));
         for t in 0..T {
             let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
             let dm = _mm512_mul_ps(_mm512_set1_ps(-dx), dmw);
@@ -543,19 +553,61 @@ pub(crate) mod avx512 {
         out
     }
 
-    /// [`group_q4k`] for a batch of `T` tokens (prompt processing), lane by
-    /// lane: the 8 registers of one lane's weights (4 chunks, low and high
-    /// nibbles) are unpacked once per super-block and serve all `T` tokens,
-    /// whose lane sums then go into float accumulators that live in L1, not
-    /// registers. The same integers and the same float operations in the same
-    /// order as [`group_q4k`], so the same bits.
+    /// Bytes of one super-block of a Q4_K group widened for batches
+    /// ([`widen_q4k`]).
+    pub const Q4K_WIDE: usize = 896;
+    /// Bytes of one super-block of a Q6_K group widened for batches
+    /// ([`widen_q6k`]).
+    pub const Q6K_WIDE: usize = 5696;
+
+    /// A Q4_K group's (`nb` super-blocks at `g`) factors widened for
+    /// [`group_q4k_batch`]: per super-block, at `out + b · Q4K_WIDE`, what
+    /// its lanes need besides the nibbles that does not depend on the
+    /// tokens, so that a prompt's batches of tokens read it instead of
+    /// forming it again:
+    /// - at 64c and 256 + 64c: the scales of sub-blocks 2c and 2c + 1 as each
+    ///   row's dword (`twice`);
+    /// - at 512 + 64k: the min pairs of `q4k_min_factors`;
+    /// - at 768: `d` as f32; at 832: `dmin` as f32.
+    ///
+    /// (Widening the nibbles too, 4 KiB more per super-block, saves three
+    /// instructions per 35 in the inner loop but lost more to L1 misses.)
     ///
     /// # Safety
-    /// As [`group`].
+    /// As [`group`]; `out` holds `nb · Q4K_WIDE` bytes, 64-byte aligned.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn widen_q4k(nb: usize, g: *const u8, out: *mut u8) {
+        for b in 0..nb {
+            let gb = g.add(b * super::Q4K_GROUP_BLOCK);
+            let wb = out.add(b * Q4K_WIDE) as *mut __m512i;
+            for c in 0..4 {
+                *wb.add(c) = twice(gb.add(64 + 16 * 2 * c));
+                *wb.add(4 + c) = twice(gb.add(64 + 16 * (2 * c + 1)));
+            }
+            let (dmw, mins) = q4k_min_factors(gb);
+            for (k, m) in mins.into_iter().enumerate() {
+                *wb.add(8 + k) = m;
+            }
+            *(wb.add(12) as *mut __m512) =
+                _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+            *(wb.add(13) as *mut __m512) = dmw;
+        }
+    }
+
+    /// [`group_q4k`] for a batch of `T` tokens (prompt processing) over a
+    /// group widened by [`widen_q4k`] (`wide`), lane by lane: the 8 registers
+    /// of one lane's weights (4 chunks, low and high nibbles) serve all `T`
+    /// tokens, whose lane sums then go into float accumulators that live in
+    /// L1, not registers. The same integers and the same float operations in
+    /// the same order as [`group_q4k`], so the same bits.
+    ///
+    /// # Safety
+    /// As [`group`], with `wide` as [`widen_q4k`] leaves it.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn group_q4k_batch<const T: usize>(
         nb: usize,
         g: *const u8,
+        wide: *const u8,
         x: [*const u8; T],
         ksub: [*const i32; T],
     ) -> [[f32; 16]; T] {
@@ -571,9 +623,9 @@ pub(crate) mod avx512 {
             acc.as_mut_ptr() as *mut __m512,
             acc_m.as_mut_ptr() as *mut __m512,
         );
-        q4k_batch_block::<T, true>(g, 0, &x, &ksub, accp, accmp);
+        q4k_batch_block::<T, true>(g, wide, 0, &x, &ksub, accp, accmp);
         for b in 1..nb {
-            q4k_batch_block::<T, false>(g, b, &x, &ksub, accp, accmp);
+            q4k_batch_block::<T, false>(g, wide, b, &x, &ksub, accp, accmp);
         }
         q4k_sum(&*acc.as_ptr(), &*acc_m.as_ptr())
     }
@@ -584,6 +636,7 @@ pub(crate) mod avx512 {
     #[inline]
     unsafe fn q4k_batch_block<const T: usize, const FIRST: bool>(
         g: *const u8,
+        wide: *const u8,
         b: usize,
         x: &[*const u8; T],
         ksub: &[*const i32; T],
@@ -592,10 +645,11 @@ pub(crate) mod avx512 {
     ) {
         let low = _mm512_set1_epi8(0x0f);
         let gb = g.add(b * super::Q4K_GROUP_BLOCK);
+        let wb = wide.add(b * Q4K_WIDE);
         prefetch_next(gb, super::Q4K_GROUP_BLOCK, x, b);
-        let s_lo: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * 2 * c)));
-        let s_hi: [__m512i; 4] = std::array::from_fn(|c| twice(gb.add(64 + 16 * (2 * c + 1))));
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        prefetch_next::<0>(wb, Q4K_WIDE, &[], b);
+        let v = wb as *const __m512i;
+        let dw = *(v.add(12) as *const __m512);
         let d: [__m512; T] = std::array::from_fn(|t| {
             let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
             _mm512_mul_ps(_mm512_set1_ps(dx), dw)
@@ -611,12 +665,13 @@ pub(crate) mod avx512 {
                     _mm512_loadu_si512(gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _);
                 let lo = _mm512_and_si512(w, low);
                 let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+                let (s_lo, s_hi) = (*v.add(c), *v.add(4 + c));
                 for t in 0..T {
                     let xb = x[t].add(b * 292 + 4 + 64 * c + 4 * j);
                     let xl = _mm512_set1_epi32((xb as *const i32).read_unaligned());
                     let xh = _mm512_set1_epi32((xb.add(32) as *const i32).read_unaligned());
-                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lo, xl), s_lo[c]);
-                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(hi, xh), s_hi[c]);
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lo, xl), s_lo);
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(hi, xh), s_hi);
                 }
             }
             for t in 0..T {
@@ -625,15 +680,21 @@ pub(crate) mod avx512 {
                 *a = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), prev);
             }
         }
-        q4k_mins::<T, FIRST>(gb, b, x, ksub, acc_m);
+        let mins = std::array::from_fn(|k| *v.add(8 + k));
+        q4k_mins::<T, FIRST>((*(v.add(13) as *const __m512), mins), b, x, ksub, acc_m);
     }
 
-    /// Brings the next super-block of a K-type batch into L1: the group's
-    /// (the `bytes` after `gb`) and each token's. A prompt's activations and
-    /// ffn_down's groups live in L2 or further.
+    /// Brings the next super-block of a K-type batch into L1: the widened
+    /// group's (the `bytes` after `wb`) and each token's. A prompt's
+    /// activations live in L2 or further, and so do a wide group's.
     #[inline(always)]
-    unsafe fn prefetch_next<const T: usize>(gb: *const u8, bytes: usize, x: &[*const u8; T], b: usize) {
-        let next = gb.wrapping_add(bytes);
+    unsafe fn prefetch_next<const T: usize>(
+        wb: *const u8,
+        bytes: usize,
+        x: &[*const u8; T],
+        b: usize,
+    ) {
+        let next = wb.wrapping_add(bytes);
         let mut o = 0;
         while o < bytes {
             _mm_prefetch(next.wrapping_add(o) as *const i8, _MM_HINT_T0);
@@ -659,17 +720,66 @@ pub(crate) mod avx512 {
         )
     }
 
-    /// [`group_q6k`] for a batch of `T` tokens, lane by lane as
-    /// [`group_q4k_batch`]: lane k reads the 6-bit levels of the sub-blocks
-    /// of parity k / 4 at position k % 4, unpacked once per super-block for
-    /// all `T` tokens. Same integers, same float order, same bits.
+    /// A Q6_K group (`nb` super-blocks at `g`) widened for
+    /// [`group_q6k_batch`], per super-block at `out + b · Q6K_WIDE`:
+    /// - at `64 · (8k + i)`: lane k's 6-bit levels of step i (group
+    ///   `k / 4 + 2i`, position k % 4), as bytes;
+    /// - at 4096 + 64m: the scales of group m (`twice_signed`);
+    /// - at 5120 + 64k: lane k's doubled correction scales;
+    /// - at 5632: `d` as f32.
     ///
     /// # Safety
-    /// As [`group`].
+    /// As [`group`]; `out` holds `nb · Q6K_WIDE` bytes, 64-byte aligned.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn widen_q6k(nb: usize, g: *const u8, out: *mut u8) {
+        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
+        let low = _mm512_set1_epi8(0x0f);
+        let two = _mm512_set1_epi8(0x30);
+        for b in 0..nb {
+            let gb = g.add(b * 16 * 210);
+            let wb = out.add(b * Q6K_WIDE) as *mut __m512i;
+            for k in 0..8 {
+                let (par, s) = (k / 4, k % 4);
+                for i in 0..8 {
+                    let m = par + 2 * i;
+                    let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
+                    let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
+                    let lo4 = if s % 2 == 0 {
+                        _mm512_and_si512(ql, low)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16(ql, 4), low)
+                    };
+                    let hi2 = match s {
+                        0 => _mm512_slli_epi16(qh, 4),
+                        1 => _mm512_slli_epi16(qh, 2),
+                        2 => qh,
+                        _ => _mm512_srli_epi16(qh, 2),
+                    };
+                    *wb.add(8 * k + i) = _mm512_or_si512(lo4, _mm512_and_si512(hi2, two));
+                }
+            }
+            for m in 0..16 {
+                *wb.add(64 + m) = twice_signed(gb.add(Q6K_SCALES + 16 * m));
+            }
+            for k in 0..8 {
+                *wb.add(80 + k) = q6k_doubled_scales(gb, k);
+            }
+            *(wb.add(88) as *mut __m512) =
+                _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        }
+    }
+
+    /// [`group_q6k`] for a batch of `T` tokens over a group widened by
+    /// [`widen_q6k`], lane by lane as [`group_q4k_batch`]: lane k reads the
+    /// 6-bit levels of the groups of parity k / 4 at position k % 4. Same
+    /// integers, same float order, same bits.
+    ///
+    /// # Safety
+    /// As [`group`], with `wide` as [`widen_q6k`] leaves it.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn group_q6k_batch<const T: usize>(
         nb: usize,
-        g: *const u8,
+        wide: *const u8,
         x: [*const u8; T],
         q6c: [*const i32; T],
     ) -> [[f32; 16]; T] {
@@ -679,9 +789,9 @@ pub(crate) mod avx512 {
         // Written by the first super-block, as in `group_q4k_batch`.
         let mut acc = std::mem::MaybeUninit::<[[__m512; 8]; T]>::uninit();
         let accp = acc.as_mut_ptr() as *mut __m512;
-        q6k_batch_block::<T, true>(g, 0, &x, &q6c, accp);
+        q6k_batch_block::<T, true>(wide, 0, &x, &q6c, accp);
         for b in 1..nb {
-            q6k_batch_block::<T, false>(g, b, &x, &q6c, accp);
+            q6k_batch_block::<T, false>(wide, b, &x, &q6c, accp);
         }
         lane_sums(&*acc.as_ptr())
     }
@@ -691,50 +801,34 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn q6k_batch_block<const T: usize, const FIRST: bool>(
-        g: *const u8,
+        wide: *const u8,
         b: usize,
         x: &[*const u8; T],
         q6c: &[*const i32; T],
         acc: *mut __m512,
     ) {
-        use super::{Q6K_HIGH, Q6K_LOW, Q6K_SCALES};
-        let low = _mm512_set1_epi8(0x0f);
-        let two = _mm512_set1_epi8(0x30);
-        let gb = g.add(b * 16 * 210);
-        prefetch_next(gb, 16 * 210, x, b);
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        let wb = wide.add(b * Q6K_WIDE);
+        prefetch_next(wb, Q6K_WIDE, x, b);
+        let v = wb as *const __m512i;
+        let dw = *(v.add(88) as *const __m512);
         let d: [__m512; T] = std::array::from_fn(|t| {
             let dx = (x[t].add(b * 292) as *const f32).read_unaligned();
             _mm512_mul_ps(_mm512_set1_ps(dx), dw)
         });
-        let sc: [__m512i; 16] = std::array::from_fn(|m| twice_signed(gb.add(Q6K_SCALES + 16 * m)));
         for k in 0..8 {
             let (par, s) = (k / 4, k % 4);
             // Tokens innermost, as in `group_q4k_batch`.
             let mut lane = [_mm512_setzero_si512(); T];
             for i in 0..8 {
                 let m = par + 2 * i;
-                let ql = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m + s / 2)) as *const _);
-                let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
-                let lo4 = if s % 2 == 0 {
-                    _mm512_and_si512(ql, low)
-                } else {
-                    _mm512_and_si512(_mm512_srli_epi16(ql, 4), low)
-                };
-                let hi2 = match s {
-                    0 => _mm512_slli_epi16(qh, 4),
-                    1 => _mm512_slli_epi16(qh, 2),
-                    2 => qh,
-                    _ => _mm512_srli_epi16(qh, 2),
-                };
-                let lev = _mm512_or_si512(lo4, _mm512_and_si512(hi2, two));
+                let (lev, sc) = (*v.add(8 * k + i), *v.add(64 + m));
                 for t in 0..T {
                     let xb = x[t].add(b * 292 + 4 + 4 * s + 16 * m);
                     let xk = _mm512_set1_epi32((xb as *const i32).read_unaligned());
-                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lev, xk), sc[m]);
+                    lane[t] = dpwssd(lane[t], _mm512_maddubs_epi16(lev, xk), sc);
                 }
             }
-            let sc2 = q6k_doubled_scales(gb, k);
+            let sc2 = *v.add(80 + k);
             for t in 0..T {
                 let c = _mm512_set1_epi32(*q6c[t].add(b * 8 + k));
                 let l = dpwssd(lane[t], sc2, c);
