@@ -433,7 +433,6 @@ fn matmul_packed(
     let n_threads = pool.n_threads();
     let fast = isa.min(simd::detect_cached()) == simd::Isa::Avx512;
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let chunk = n_groups.div_ceil(8 * n_threads).max(1);
     pool.run(|tid| {
         #[allow(clippy::redundant_locals)]
         let out = out;
@@ -451,13 +450,20 @@ fn matmul_packed(
             };
             // Runs of groups claimed as the threads get to them: the cores
             // do not stream weights at exactly the same rate, and a fixed
-            // split left each waiting for the other 5-10% of the time.
+            // split left each waiting for the other 5-10% of the time. Each
+            // run is a share of what is left (guided scheduling): long runs
+            // while much remains, single groups at the end, so the threads
+            // finish within about one group of each other.
+            use std::sync::atomic::Ordering::Relaxed;
             loop {
-                let a = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                let a = next.load(Relaxed);
                 if a >= n_groups {
                     return;
                 }
-                let b = (a + chunk).min(n_groups);
+                let b = (a + ((n_groups - a) / (2 * n_threads)).max(1)).min(n_groups);
+                if next.compare_exchange_weak(a, b, Relaxed, Relaxed).is_err() {
+                    continue;
+                }
                 let groups = &w.data[a * group_bytes..b * group_bytes];
                 packed_groups(w.ty, groups, group_bytes, a, n_cols, acts, &store16);
             }
