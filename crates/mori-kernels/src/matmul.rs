@@ -289,21 +289,24 @@ impl ActBuf {
     /// The scales and lane corrections of Q8_0 activations (see the fields).
     fn prepare_lanes(&mut self) {
         let n_blocks = self.bytes.len() / 34;
-        self.dx.clear();
-        self.corr.clear();
-        for xb in self.bytes.chunks_exact(34) {
-            self.dx.push(quants::f16_at(xb, 0));
-            let lane = |k: usize| -> i32 {
-                xb[2 + 4 * k..6 + 4 * k]
+        self.dx.resize(n_blocks, 0.0);
+        self.corr.resize(n_blocks * 16, 0);
+        for ((xb, dx), corr) in self
+            .bytes
+            .chunks_exact(34)
+            .zip(&mut self.dx)
+            .zip(self.corr.chunks_exact_mut(16))
+        {
+            *dx = quants::f16_at(xb, 0);
+            for k in 0..8 {
+                let s: i32 = xb[2 + 4 * k..6 + 4 * k]
                     .iter()
                     .map(|&v| v as i8 as i32)
-                    .sum()
-            };
-            let sums: [i32; 8] = std::array::from_fn(lane);
-            self.corr.extend(sums.iter().map(|s| -8 * s));
-            self.corr.extend(sums.iter().map(|s| -128 * s));
+                    .sum();
+                corr[k] = -8 * s;
+                corr[8 + k] = -128 * s;
+            }
         }
-        debug_assert_eq!(self.dx.len(), n_blocks);
     }
 
     /// The group-sum pairs of Q8_K activations (see the fields).

@@ -199,15 +199,82 @@ fn act_levels(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     (amax / 127.0, sum)
 }
 
-fma_dispatch!(
-    /// Q8_0 activations (see [`act_levels`]).
-    pub fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
+/// Q8_0 activations (see [`act_levels`]): eight lanes at a time where the
+/// CPU has AVX2 ([`x86_q8_0::block`]), the same bits as
+/// [`quantize_q8_0_act_scalar`].
+pub fn quantize_q8_0_act(x: &[f32], y: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
         for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
-            let (d, _) = act_levels(xb, &mut yb[2..34]);
-            put_f16(yb, 0, d);
+            // SAFETY: AVX2 is present (checked above); both blocks are whole.
+            match unsafe { x86_q8_0::block(xb, &mut yb[2..34]) } {
+                Some(d) => put_f16(yb, 0, d),
+                None => quantize_q8_0_act_scalar(xb, yb),
+            }
         }
+        return;
     }
-);
+    quantize_q8_0_act_scalar(x, y)
+}
+
+/// The scalar reference of [`quantize_q8_0_act`].
+pub fn quantize_q8_0_act_scalar(x: &[f32], y: &mut [u8]) {
+    for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
+        let (d, _) = act_levels(xb, &mut yb[2..34]);
+        put_f16(yb, 0, d);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_q8_0 {
+    use std::arch::x86_64::*;
+
+    /// [`super::act_levels`] of one block of 32 finite values with AVX2:
+    /// writes the 32 levels to `qs` and returns the scale, or returns `None`
+    /// (and writes nothing) if the block holds an infinity or a NaN or is so
+    /// small that `127 / amax` overflows, which the scalar code treats apart. The magnitude maximum does not depend
+    /// on the order, the products are the same single roundings, and
+    /// `vroundps` rounds half to even as `round_ties_even` does.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `xb` and `qs` hold 32 elements.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn block(xb: &[f32], qs: &mut [u8]) -> Option<f32> {
+        debug_assert!(xb.len() == 32 && qs.len() == 32);
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
+        let a = v.map(|v| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v));
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let finite = a.map(|a| _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf)));
+        if finite.iter().any(|&m| m != 0xff) {
+            return None;
+        }
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        if !id.is_finite() {
+            // Subnormal blocks: 127 / amax overflows, and the scalar code's
+            // saturating conversions decide the levels.
+            return None;
+        }
+        let id = _mm256_set1_ps(id);
+        let l = v.map(|v| {
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v, id),
+            );
+            _mm256_cvtps_epi32(r)
+        });
+        // packs works within 128-bit halves: dwords 0-3 | 8-11 | 4-7 | 12-15
+        // of each pair, then bytes in the order 0,2,1,3 of four quarters.
+        let w01 = _mm256_packs_epi32(l[0], l[1]);
+        let w23 = _mm256_packs_epi32(l[2], l[3]);
+        let b = _mm256_packs_epi16(w01, w23);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, b);
+        Some(amax / 127.0)
+    }
+}
 
 fma_dispatch!(
     /// Q8_1 activations (see [`act_levels`]); the sum term is `d` times the sum
@@ -501,4 +568,40 @@ pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         sum += (wf(e) * xv) as f64;
     }
     sum as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector Q8_0 activation rounding gives the scalar reference's bits,
+    /// ties, zeros, tiny and huge blocks, infinities and NaN included.
+    #[test]
+    fn q8_0_activations_match_the_scalar_reference() {
+        let mut x: Vec<f32> = (0..32 * 64)
+            .map(|i| ((i as f32 * 0.7311).sin() * 3.0).powi(3))
+            .collect();
+        // Ties: amax 127 makes id 1, so halves round to even.
+        for (j, v) in x[..32].iter_mut().enumerate() {
+            *v = j as f32 - 15.5;
+        }
+        x[31] = 127.0;
+        x[32..64].iter_mut().for_each(|v| *v = 0.0);
+        x[64..96].iter_mut().for_each(|v| *v = -0.0);
+        x[96..128]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, v)| *v = j as f32 * 1e-40);
+        x[130] = f32::INFINITY;
+        x[170] = f32::NAN;
+        x[200] = f32::NEG_INFINITY;
+        x[260] = 3.0e38;
+        x[261] = -3.0e38;
+        let (mut a, mut b) = (vec![0u8; 34 * 64], vec![0u8; 34 * 64]);
+        quantize_q8_0_act(&x, &mut a);
+        quantize_q8_0_act_scalar(&x, &mut b);
+        for (k, (a, b)) in a.chunks(34).zip(b.chunks(34)).enumerate() {
+            assert_eq!(a, b, "block {k}");
+        }
+    }
 }
