@@ -406,6 +406,7 @@ pub fn matmul_at(
         // registers of its own, so one row at a time for those.
         let k_type = matches!(w.ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K);
         let t_tiled = match isa {
+            _ if w.ty == GgmlType::F16 => job.tiled_f16::<3, 4>(r0, r1),
             _ if k_type => job.tiled::<1, 4>(r0, r1),
             simd::Isa::Avx512 => job.tiled::<4, 4>(r0, r1),
             _ => job.tiled::<2, 4>(r0, r1),
@@ -679,6 +680,49 @@ impl Rows<'_, '_> {
                 }
             }
         }
+        t_full
+    }
+
+    /// [`Rows::tiled`] for F16 weights, whose activations are f32 rows
+    /// (`simd::tile_f16`, AVX-512 only): 3 rows × 4 tokens keep 24
+    /// accumulators and 6 widened weight registers in the 32.
+    fn tiled_f16<const R: usize, const T: usize>(&self, r0: usize, r1: usize) -> usize {
+        let (n, n_tokens) = (self.w.n_cols, self.acts.n_tokens);
+        if !simd::has_tile_f16(self.isa, n) || n_tokens < T {
+            return 0;
+        }
+        let x_row = |t: usize| match self.acts.row(t) {
+            ActRow::F32(x) => x,
+            ActRow::Q(_) => unreachable!("F16 weights take f32 activations"),
+        };
+        let t_full = n_tokens / T * T;
+        let r_full = r0 + (r1 - r0) / R * R;
+        // Rows `a..b`: one R-row tile, or fewer rows one at a time.
+        let tile = |a: usize, b: usize| {
+            for t in (0..t_full).step_by(T) {
+                let xs: [&[f32]; T] = std::array::from_fn(|k| x_row(t + k));
+                if b - a == R {
+                    let ws: [&[u8]; R] = std::array::from_fn(|k| self.w.row(a + k, self.row_bytes));
+                    let v = simd::tile_f16::<R, T>(self.isa, n, ws, xs);
+                    for (k, row) in v.iter().enumerate() {
+                        for (j, &v) in row.iter().enumerate() {
+                            self.store(a + k, t + j, v);
+                        }
+                    }
+                } else {
+                    for r in a..b {
+                        let v = simd::tile_f16::<1, T>(self.isa, n, [self.w.row(r, self.row_bytes)], xs);
+                        for (j, &v) in v[0].iter().enumerate() {
+                            self.store(r, t + j, v);
+                        }
+                    }
+                }
+            }
+        };
+        for r in (r0..r_full).step_by(R) {
+            tile(r, r + R);
+        }
+        tile(r_full, r1);
         t_full
     }
 

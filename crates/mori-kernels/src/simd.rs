@@ -292,6 +292,29 @@ pub fn tile<const R: usize, const T: usize>(
     w.map(|w| x.map(|x| crate::matmul::vec_dot_at(isa, ty, n, w, crate::matmul::ActRow::Q(x))))
 }
 
+/// Whether [`tile_f16`] runs: F16 weights with `n` (a multiple of 32)
+/// columns in the AVX-512 tier.
+pub fn has_tile_f16(isa: Isa, n: usize) -> bool {
+    cfg!(target_arch = "x86_64") && isa.min(detect_cached()) == Isa::Avx512 && n % 32 == 0
+}
+
+/// `dot_f16(w[r], x[t])` for an R × T tile (see [`has_tile_f16`]; other
+/// cases go one product at a time): the same bits as [`dot_f16_at`].
+pub fn tile_f16<const R: usize, const T: usize>(
+    isa: Isa,
+    n: usize,
+    w: [&[u8]; R],
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if has_tile_f16(isa, n) && w.iter().all(|w| w.len() >= 2 * n) && x.iter().all(|x| x.len() >= n) {
+        // SAFETY: AVX-512 F is present, `n` is a multiple of 32 and every
+        // row holds `n` values (all checked above).
+        return unsafe { x86::zmm_f16::tile(n, w.map(|w| w.as_ptr()), x.map(|x| x.as_ptr())) };
+    }
+    w.map(|w| x.map(|x| dot_f16_at(isa, w, &x[..n])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -317,3 +317,37 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
         );
     }
 }
+
+/// F16 weights in a prompt (the AVX-512 tier's 3 × 4 tiles, their leftover
+/// rows and tokens, and every other tier) give `quants::dot_f16`'s bits for
+/// every (row, token).
+#[test]
+fn f16_prompt_products_give_the_scalar_bits_in_every_tier() {
+    for (n_rows, n_cols, n_tokens) in [(37, 512, 9), (8, 96, 4), (5, 64, 3), (4, 40, 6)] {
+        let w = data(n_rows * n_cols, 21);
+        let x = data(n_tokens * n_cols, 22);
+        let wq: Vec<u8> = w.chunks(n_cols).flat_map(|r| quant(GgmlType::F16, r)).collect();
+        let view = WeightView::new(GgmlType::F16, &wq, n_rows, n_cols).unwrap();
+        let mut acts = ActBuf::new();
+        acts.prepare(GgmlType::F16, &x, n_tokens, n_cols).unwrap();
+        let rb = n_cols * 2;
+        // The activations as the product takes them: rounded to f16.
+        let xh: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        for isa in mori_kernels::simd::Isa::available() {
+            let mut y = vec![0.0f32; n_tokens * n_rows];
+            mori_kernels::matmul::matmul_at(isa, &ThreadPool::new(2), &view, &acts, &mut y)
+                .unwrap();
+            for t in 0..n_tokens {
+                let xt = &xh[t * n_cols..(t + 1) * n_cols];
+                for r in 0..n_rows {
+                    let want = mori_kernels::quants::dot_f16(&wq[r * rb..(r + 1) * rb], xt);
+                    assert_eq!(
+                        y[t * n_rows + r].to_bits(),
+                        want.to_bits(),
+                        "{isa:?} {n_rows}x{n_cols}x{n_tokens} t={t} r={r}"
+                    );
+                }
+            }
+        }
+    }
+}

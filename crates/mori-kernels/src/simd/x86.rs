@@ -1008,3 +1008,64 @@ pub(crate) mod zmm {
         out
     }
 }
+
+/// 512-bit prompt-processing tiles for F16 weights (the AVX-512 tier only):
+/// per (row, token) pair two registers hold `quants::dot_f16`'s four 8-lane
+/// accumulators (elements `32i + 0..16` and `32i + 16..32`), each lane takes
+/// the same fused multiply-adds in the same order, and the final combination
+/// is that of the AVX2 kernel, so the results are its bits. Each widened
+/// weight register serves `T` tokens and each activation load `R` rows.
+pub(crate) mod zmm_f16 {
+    use std::arch::x86_64::*;
+
+    /// `dot_f16(w[r], x[t])` for `R` rows of `n` f16 values at `w[r]` and `T`
+    /// rows of `n` f32 values at `x[t]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `n` is a multiple of 32 and every row holds
+    /// `n` values.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn tile<const R: usize, const T: usize>(
+        n: usize,
+        w: [*const u8; R],
+        x: [*const f32; T],
+    ) -> [[f32; T]; R] {
+        debug_assert_eq!(n % 32, 0);
+        let mut a01 = [[_mm512_setzero_ps(); T]; R];
+        let mut a23 = [[_mm512_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i < n {
+            let wv: [[__m512; 2]; R] = std::array::from_fn(|r| {
+                let p = w[r].add(2 * i) as *const __m256i;
+                [
+                    _mm512_cvtph_ps(_mm256_loadu_si256(p)),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(p.add(1))),
+                ]
+            });
+            for t in 0..T {
+                let x0 = _mm512_loadu_ps(x[t].add(i));
+                let x1 = _mm512_loadu_ps(x[t].add(i + 16));
+                for r in 0..R {
+                    a01[r][t] = _mm512_fmadd_ps(wv[r][0], x0, a01[r][t]);
+                    a23[r][t] = _mm512_fmadd_ps(wv[r][1], x1, a23[r][t]);
+                }
+            }
+            i += 32;
+        }
+        let mut out = [[0.0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                // (0+2 | 1+3), then (0+2)+(1+3), halves, and two pair sums.
+                let s = _mm512_add_ps(a01[r][t], a23[r][t]);
+                let v = _mm256_add_ps(
+                    _mm512_castps512_ps256(s),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)),
+                );
+                let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let pairs = _mm_hadd_ps(h, h);
+                out[r][t] = _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
+            }
+        }
+        out
+    }
+}
