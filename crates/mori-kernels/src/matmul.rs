@@ -406,7 +406,7 @@ pub fn matmul_at(
         // registers of its own, so one row at a time for those.
         let k_type = matches!(w.ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K);
         let t_tiled = match isa {
-            _ if w.ty == GgmlType::F16 => job.tiled_f16::<3, 4>(r0, r1),
+            _ if w.ty == GgmlType::F16 => job.tiled_f16::<4, 3>(r0, r1),
             _ if k_type => job.tiled::<1, 4>(r0, r1),
             simd::Isa::Avx512 => job.tiled::<4, 4>(r0, r1),
             _ => job.tiled::<2, 4>(r0, r1),
@@ -417,7 +417,7 @@ pub fn matmul_at(
 }
 
 /// [`matmul_at`] for weights in the x16 layout: the threads claim runs of
-/// whole groups (an eighth of a thread's share at a time) and sweep every
+/// whole groups (each a share of what is left) and sweep every
 /// token past each group (see [`packed_groups`]). Tiers below AVX-512 take a
 /// fixed share of groups, turn each row back into the file's layout and use
 /// the plain kernels, which give the same bits.
@@ -684,8 +684,11 @@ impl Rows<'_, '_> {
     }
 
     /// [`Rows::tiled`] for F16 weights, whose activations are f32 rows
-    /// (`simd::tile_f16`, AVX-512 only): 3 rows × 4 tokens keep 24
-    /// accumulators and 6 widened weight registers in the 32.
+    /// (`simd::tile_f16`, AVX-512 only): 4 rows × 3 tokens keep 24
+    /// accumulators and 8 widened weight registers in the 32. The tokens go
+    /// in blocks of about 512 KiB of activations, which stay in L2 while all
+    /// of this thread's row tiles pass over them (the whole prompt's would
+    /// come from L3 for every tile: 0.7× the speed on llama-1b).
     fn tiled_f16<const R: usize, const T: usize>(&self, r0: usize, r1: usize) -> usize {
         let (n, n_tokens) = (self.w.n_cols, self.acts.n_tokens);
         if !simd::has_tile_f16(self.isa, n) || n_tokens < T {
@@ -697,9 +700,12 @@ impl Rows<'_, '_> {
         };
         let t_full = n_tokens / T * T;
         let r_full = r0 + (r1 - r0) / R * R;
-        // Rows `a..b`: one R-row tile, or fewer rows one at a time.
-        let tile = |a: usize, b: usize| {
-            for t in (0..t_full).step_by(T) {
+        // Tokens in blocks of about 512 KiB of activations.
+        let block = (131_072 / n).max(1).div_ceil(T) * T;
+        // Rows `a..b` times tokens `t0..t1`: one R-row tile, or fewer rows
+        // one at a time.
+        let tile = |a: usize, b: usize, t0: usize, t1: usize| {
+            for t in (t0..t1).step_by(T) {
                 let xs: [&[f32]; T] = std::array::from_fn(|k| x_row(t + k));
                 if b - a == R {
                     let ws: [&[u8]; R] = std::array::from_fn(|k| self.w.row(a + k, self.row_bytes));
@@ -711,7 +717,12 @@ impl Rows<'_, '_> {
                     }
                 } else {
                     for r in a..b {
-                        let v = simd::tile_f16::<1, T>(self.isa, n, [self.w.row(r, self.row_bytes)], xs);
+                        let v = simd::tile_f16::<1, T>(
+                            self.isa,
+                            n,
+                            [self.w.row(r, self.row_bytes)],
+                            xs,
+                        );
                         for (j, &v) in v[0].iter().enumerate() {
                             self.store(r, t + j, v);
                         }
@@ -719,10 +730,13 @@ impl Rows<'_, '_> {
                 }
             }
         };
-        for r in (r0..r_full).step_by(R) {
-            tile(r, r + R);
+        for t0 in (0..t_full).step_by(block) {
+            let t1 = (t0 + block).min(t_full);
+            for r in (r0..r_full).step_by(R) {
+                tile(r, r + R, t0, t1);
+            }
+            tile(r_full, r1, t0, t1);
         }
-        tile(r_full, r1);
         t_full
     }
 

@@ -307,7 +307,8 @@ pub fn tile_f16<const R: usize, const T: usize>(
     x: [&[f32]; T],
 ) -> [[f32; T]; R] {
     #[cfg(target_arch = "x86_64")]
-    if has_tile_f16(isa, n) && w.iter().all(|w| w.len() >= 2 * n) && x.iter().all(|x| x.len() >= n) {
+    if has_tile_f16(isa, n) && w.iter().all(|w| w.len() >= 2 * n) && x.iter().all(|x| x.len() >= n)
+    {
         // SAFETY: AVX-512 F is present, `n` is a multiple of 32 and every
         // row holds `n` values (all checked above).
         return unsafe { x86::zmm_f16::tile(n, w.map(|w| w.as_ptr()), x.map(|x| x.as_ptr())) };

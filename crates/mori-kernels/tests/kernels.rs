@@ -318,15 +318,24 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
     }
 }
 
-/// F16 weights in a prompt (the AVX-512 tier's 3 × 4 tiles, their leftover
-/// rows and tokens, and every other tier) give `quants::dot_f16`'s bits for
+/// F16 weights in a prompt (the AVX-512 tier's 4 × 3 tiles in token blocks,
+/// their leftover rows and tokens, and every other tier) give `quants::dot_f16`'s bits for
 /// every (row, token).
 #[test]
 fn f16_prompt_products_give_the_scalar_bits_in_every_tier() {
-    for (n_rows, n_cols, n_tokens) in [(37, 512, 9), (8, 96, 4), (5, 64, 3), (4, 40, 6)] {
+    for (n_rows, n_cols, n_tokens) in [
+        (37, 512, 10),
+        (9, 4096, 70),
+        (8, 96, 4),
+        (5, 64, 3),
+        (4, 40, 6),
+    ] {
         let w = data(n_rows * n_cols, 21);
         let x = data(n_tokens * n_cols, 22);
-        let wq: Vec<u8> = w.chunks(n_cols).flat_map(|r| quant(GgmlType::F16, r)).collect();
+        let wq: Vec<u8> = w
+            .chunks(n_cols)
+            .flat_map(|r| quant(GgmlType::F16, r))
+            .collect();
         let view = WeightView::new(GgmlType::F16, &wq, n_rows, n_cols).unwrap();
         let mut acts = ActBuf::new();
         acts.prepare(GgmlType::F16, &x, n_tokens, n_cols).unwrap();
