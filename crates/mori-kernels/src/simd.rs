@@ -295,7 +295,7 @@ pub fn tile<const R: usize, const T: usize>(
 /// Whether [`tile_f16`] runs: F16 weights with `n` (a multiple of 32)
 /// columns in the AVX-512 tier.
 pub fn has_tile_f16(isa: Isa, n: usize) -> bool {
-    cfg!(target_arch = "x86_64") && isa.min(detect_cached()) == Isa::Avx512 && n % 32 == 0
+    cfg!(target_arch = "x86_64") && isa.min(detect_cached()) == Isa::Avx512 && n.is_multiple_of(32)
 }
 
 /// `dot_f16(w[r], x[t])` for an R × T tile (see [`has_tile_f16`]; other
