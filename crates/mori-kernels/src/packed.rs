@@ -465,12 +465,16 @@ pub(crate) mod avx512 {
         let low = _mm512_set1_epi8(0x0f);
         for b in 0..nb {
             let gb = g.add(b * super::Q4K_GROUP_BLOCK);
-            prefetch::<1024, 4096>(gb, super::Q4K_GROUP_BLOCK);
+            // The 37 lines 1 KiB (L1) and 4 KiB (L2) ahead, spread over the
+            // 32 chunk steps rather than asked for at once: a burst of 74
+            // prefetches fills the line-fill buffers and stalls the loads.
+            prefetch::<1024, 4096>(gb.add(2048), super::Q4K_GROUP_BLOCK - 2048);
             let mut lanes = [[_mm512_setzero_si512(); 8]; T];
             for c in 0..4 {
                 let s_lo = twice(gb.add(64 + 16 * 2 * c));
                 let s_hi = twice(gb.add(64 + 16 * (2 * c + 1)));
                 for j in 0..8 {
+                    prefetch::<1024, 4096>(gb.add(64 * (8 * c + j)), 64);
                     let w = _mm512_loadu_si512(
                         gb.add(super::Q4K_CHUNKS + (8 * c + j) * 64) as *const _
                     );
@@ -884,9 +888,10 @@ pub(crate) mod avx512 {
         let two = _mm512_set1_epi8(0x30);
         for b in 0..nb {
             let gb = g.add(b * 16 * 210);
-            prefetch::<1024, 4096>(gb, 16 * 210);
+            // Spread over the 16 steps, as in `group_q4k`.
             let mut lanes = [[_mm512_setzero_si512(); 8]; T];
             for m in 0..16 {
+                prefetch::<1024, 4096>(gb.add(210 * m), 210);
                 let sc = twice_signed(gb.add(Q6K_SCALES + 16 * m));
                 let qh = _mm512_loadu_si512(gb.add(Q6K_HIGH + 64 * m) as *const _);
                 let ql0 = _mm512_loadu_si512(gb.add(Q6K_LOW + 64 * (2 * m)) as *const _);
