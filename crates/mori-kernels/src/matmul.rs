@@ -512,14 +512,21 @@ fn packed_groups(
     // activations' type and length).
     let two = |g: *const u8, t: usize| unsafe {
         match ty {
-            GgmlType::Q4_0 => avx512::group::<true, 2>(
+            GgmlType::Q4_0 => avx512::group::<4, 2>(
                 nb32,
                 g,
                 [x(t), x(t + 1)],
                 [dx(t), dx(t + 1)],
                 [corr(t), corr(t + 1)],
             ),
-            GgmlType::Q8_0 => avx512::group::<false, 2>(
+            GgmlType::Q5_0 => avx512::group::<5, 2>(
+                nb32,
+                g,
+                [x(t), x(t + 1)],
+                [dx(t), dx(t + 1)],
+                [corr(t), corr(t + 1)],
+            ),
+            GgmlType::Q8_0 => avx512::group::<8, 2>(
                 nb32,
                 g,
                 [x(t), x(t + 1)],
@@ -566,8 +573,9 @@ fn packed_groups(
     };
     let one = |g: *const u8, t: usize| unsafe {
         match ty {
-            GgmlType::Q4_0 => avx512::group::<true, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
-            GgmlType::Q8_0 => avx512::group::<false, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
+            GgmlType::Q4_0 => avx512::group::<4, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
+            GgmlType::Q5_0 => avx512::group::<5, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
+            GgmlType::Q8_0 => avx512::group::<8, 1>(nb32, g, [x(t)], [dx(t)], [corr(t)]),
             GgmlType::Q4K => avx512::group_q4k::<1>(nb256, g, [x(t)], [ksub(t)]),
             _ => avx512::group_q6k::<1>(nb256, g, [x(t)], [q6c(t)]),
         }

@@ -1,4 +1,4 @@
-//! Q4_0 and Q8_0 weights repacked once, at load, into groups of 16 rows
+//! Q4_0, Q5_0 and Q8_0 weights (and Q4_K, Q6_K) repacked once, at load, into groups of 16 rows
 //! ("x16"), so that one 512-bit register holds four bytes of each of 16 rows
 //! and a VNNI byte product (`vpdpbusd`) works on 16 output rows at once.
 //!
@@ -18,7 +18,10 @@
 //!   row's 16 packed bytes, row r at `4r` (low nibbles: elements `4j ..`,
 //!   lane j; high nibbles: elements `16 + 4j ..`, lane 4 + j);
 //! - Q8_0: 8 chunks of 64 bytes; chunk j holds bytes `4j .. 4j + 4` of each
-//!   row (lane j), stored as `q + 128` (unsigned, for `vpdpbusd`).
+//!   row (lane j), stored as `q + 128` (unsigned, for `vpdpbusd`);
+//! - Q5_0: the rows' 32 high bits (`qh`, 4 bytes each, row r at `4r`), then
+//!   the nibbles as Q4_0's 4 chunks; the kernel adds each element's fifth
+//!   bit to its nibble (`q5_high`), levels `q + 16`.
 //!
 //! - Q4_K (super-blocks of 256): 32 bytes of the rows' f16 `d`, 32 of their
 //!   f16 `dmin`, the 6-bit scales and mins unpacked to bytes (128 each,
@@ -36,7 +39,7 @@
 //! A Q4_0, Q8_0 or Q6_K group takes as many bytes as its 16 rows did; a Q4_K
 //! group 64 bytes more per super-block (2.8%).
 //!
-//! The unsigned levels `u = q + o` (o = 8 for Q4_0, 128 for Q8_0) give
+//! The unsigned levels `u = q + o` (o = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0) give
 //! `Σ q·x = Σ u·x - o·Σ x`: the activation's per-lane sums times `-o` are
 //! prepared once per activation block ([`crate::ActBuf`]) and start each
 //! lane's integer sum, so every lane holds the exact integer the plain
@@ -52,6 +55,7 @@ pub const GROUP: usize = 16;
 fn geometry(ty: GgmlType) -> Option<(usize, usize, usize)> {
     match ty {
         GgmlType::Q4_0 => Some((32, 18, 16 * 18)),
+        GgmlType::Q5_0 => Some((32, 22, 16 * 22)),
         GgmlType::Q8_0 => Some((32, 34, 16 * 34)),
         GgmlType::Q4K => Some((256, 144, Q4K_GROUP_BLOCK)),
         GgmlType::Q6K => Some((256, 210, 16 * 210)),
@@ -332,25 +336,31 @@ pub(crate) mod avx512 {
     }
 
     /// The products of one group (16 rows) with `T` Q8_0 activation rows over
-    /// `nb` blocks: `out[t][r]`. `Q4` picks Q4_0 (else Q8_0) weights.
+    /// `nb` blocks: `out[t][r]`. `BITS` picks the weights: 4 (Q4_0), 5 (Q5_0)
+    /// or 8 (Q8_0).
     ///
     /// `x[t]` points at activation row t (34-byte Q8_0 blocks), `dx[t]` at its
     /// scales as f32 (one per block), `corr[t]` at its 16 lane corrections per
-    /// block (`-8·Σ`, then `-128·Σ`, of each lane's 4 values).
+    /// block (`-8·Σ`, then `-128·Σ`, of each lane's 4 values; Q5_0's `-16·Σ`
+    /// is twice the first).
     ///
     /// # Safety
     /// The CPU has AVX-512 F/BW/VL and VNNI; `g` holds `nb` blocks of a group
     /// and each pointer `nb` blocks of its row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn group<const Q4: bool, const T: usize>(
+    pub unsafe fn group<const BITS: u8, const T: usize>(
         nb: usize,
         g: *const u8,
         x: [*const u8; T],
         dx: [*const f32; T],
         corr: [*const i32; T],
     ) -> [[f32; 16]; T] {
-        let wbytes = if Q4 { 16 * 18 } else { 16 * 34 };
-        let coff = if Q4 { 0 } else { 8 };
+        let wbytes = match BITS {
+            4 => 16 * 18,
+            5 => 16 * 22,
+            _ => 16 * 34,
+        };
+        let coff = if BITS == 8 { 8 } else { 0 };
         let mut acc = [[_mm512_setzero_ps(); 8]; T];
         let low = _mm512_set1_epi8(0x0f);
         for b in 0..nb {
@@ -358,15 +368,27 @@ pub(crate) mod avx512 {
             prefetch::<3072, 12288>(gb, wbytes);
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
             let mut wk = [_mm512_setzero_si512(); 8];
-            if Q4 {
-                for j in 0..4 {
-                    let v = _mm512_loadu_si512(gb.add(32 + 64 * j) as *const _);
-                    wk[j] = _mm512_and_si512(v, low);
-                    wk[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            match BITS {
+                4 => {
+                    for j in 0..4 {
+                        let v = _mm512_loadu_si512(gb.add(32 + 64 * j) as *const _);
+                        wk[j] = _mm512_and_si512(v, low);
+                        wk[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                    }
                 }
-            } else {
-                for (j, w) in wk.iter_mut().enumerate() {
-                    *w = _mm512_loadu_si512(gb.add(32 + 64 * j) as *const _);
+                5 => {
+                    let qh = _mm512_loadu_si512(gb.add(32) as *const _);
+                    for j in 0..4 {
+                        let v = _mm512_loadu_si512(gb.add(96 + 64 * j) as *const _);
+                        wk[j] = q5_high(_mm512_and_si512(v, low), qh, j);
+                        wk[j + 4] =
+                            q5_high(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), qh, 4 + j);
+                    }
+                }
+                _ => {
+                    for (j, w) in wk.iter_mut().enumerate() {
+                        *w = _mm512_loadu_si512(gb.add(32 + 64 * j) as *const _);
+                    }
                 }
             }
             for t in 0..T {
@@ -375,12 +397,102 @@ pub(crate) mod avx512 {
                 let cb = corr[t].add(b * 16 + coff);
                 for k in 0..8 {
                     let xk = _mm512_set1_epi32((xb.add(4 * k) as *const i32).read_unaligned());
-                    let lane = _mm512_dpbusd_epi32(_mm512_set1_epi32(*cb.add(k)), wk[k], xk);
+                    let c = if BITS == 5 {
+                        2 * *cb.add(k)
+                    } else {
+                        *cb.add(k)
+                    };
+                    let lane = _mm512_dpbusd_epi32(_mm512_set1_epi32(c), wk[k], xk);
                     acc[t][k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lane), acc[t][k]);
                 }
             }
         }
         lane_sums(&acc)
+    }
+
+    /// Q5_0 lane k's levels: the nibbles `q` (byte i of row r's dword holds
+    /// element `4k + i` of the block, k < 4, or `16 + 4(k - 4) + i`) with
+    /// each element's fifth bit from the rows' `qh` dwords (bit e for element
+    /// e) added as 16. The 4 bits of lane k sit in byte k / 2 of `qh`, at
+    /// 4 · (k % 2) + i: that byte is copied to all four bytes of the dword,
+    /// and byte i keeps its bit i.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn q5_high(q: __m512i, qh: __m512i, k: usize) -> __m512i {
+        let byte = (k / 2) as i8;
+        let spread = _mm512_shuffle_epi8(
+            qh,
+            _mm512_set_epi8(
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                byte,
+                byte,
+                byte,
+                byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                byte,
+                byte,
+                byte,
+                byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                byte,
+                byte,
+                byte,
+                byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                12 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                8 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                4 + byte,
+                byte,
+                byte,
+                byte,
+                byte,
+            ),
+        );
+        let shift = 4 * (k % 2) as u32;
+        let bits = _mm512_set1_epi32((0x0804_0201u32 << shift) as i32);
+        let set = _mm512_test_epi8_mask(spread, bits);
+        _mm512_mask_add_epi8(q, set, q, _mm512_set1_epi8(16))
     }
 
     /// `acc + a·b` over i16 pairs (`vpdpwssd`), kept as one instruction: LLVM
@@ -946,7 +1058,13 @@ mod tests {
 
     #[test]
     fn pack_round_trips_and_keeps_the_size() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+        ] {
             let (n_rows, n_cols) = (48, 512);
             let bytes = ty.row_size(n_cols).unwrap() * n_rows;
             let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 13) as u8).collect();

@@ -269,7 +269,7 @@ fn q8_0_block_is_ggml_layout() {
     assert_eq!(q[4] as i8, 1);
 }
 
-/// Q4_0, Q8_0, Q4_K and Q6_K weights repacked in groups of 16 rows give, in every tier
+/// Q4_0, Q5_0, Q8_0, Q4_K and Q6_K weights repacked in groups of 16 rows give, in every tier
 /// and for any number of tokens and threads, exactly the bits of the scalar
 /// product on the file's layout, with extreme values (a `-128` Q8_0 weight,
 /// activations at ±127) included.
@@ -278,7 +278,13 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
     use mori_kernels::matmul_at;
     use mori_kernels::packed::pack;
     use mori_kernels::simd::Isa;
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ] {
         let (n_rows, n_cols) = (48, 2048 + 256);
         let mut w = data(n_rows * n_cols, 11);
         w[5] = 40.0; // a block whose largest value is far from the rest
