@@ -74,7 +74,7 @@ pub fn forward_in_batches(
 }
 
 /// A 2-D weight: `n_rows` rows of `n_cols` elements, read in place from the
-/// file, or repacked once at load for the AVX-512 kernels (Q4_0, Q8_0, Q4_K, Q6_K; see
+/// file, or repacked once at load for the AVX-512 kernels (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K; see
 /// `mori_kernels::packed`), which give the same bits.
 #[derive(Debug, Clone)]
 pub struct Linear {
