@@ -68,6 +68,13 @@ const Q4K_GROUP_BLOCK: usize = 32 + 32 + 128 + 128 + 32 * 64;
 /// Offset of the chunks in a Q4_K group's super-block.
 const Q4K_CHUNKS: usize = 320;
 
+/// The types with a repacked layout.
+pub fn packed_types() -> impl Iterator<Item = GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .filter(|&ty| geometry(ty).is_some())
+}
+
 /// Whether weights of type `ty`, `n_rows × n_cols`, can be repacked.
 pub fn packable(ty: GgmlType, n_rows: usize, n_cols: usize) -> bool {
     match geometry(ty) {
@@ -698,8 +705,9 @@ pub(crate) mod avx512 {
         let low = _mm512_set1_epi8(0x0f);
         let gb = g.add(b * super::Q4K_GROUP_BLOCK);
         let wb = wide.add(b * Q4K_WIDE);
-        prefetch_next(gb, super::Q4K_GROUP_BLOCK, x, b);
-        prefetch_next::<0>(wb, Q4K_WIDE, &[], b);
+        prefetch_following(gb, super::Q4K_GROUP_BLOCK);
+        prefetch_following(wb, Q4K_WIDE);
+        prefetch_tokens(x, b);
         let v = wb as *const __m512i;
         let dw = *(v.add(12) as *const __m512);
         let d: [__m512; T] = std::array::from_fn(|t| {
@@ -736,24 +744,23 @@ pub(crate) mod avx512 {
         q4k_mins::<T, FIRST>((*(v.add(13) as *const __m512), mins), b, x, ksub, acc_m);
     }
 
-    /// Brings the next super-block of a K-type batch into L1: the widened
-    /// group's (the `bytes` after `wb`) and each token's. A prompt's
-    /// activations live in L2 or further, and so do a wide group's.
+    /// Brings the `bytes` after `p` (the next super-block of a group, plain
+    /// or widened) into L1: in a prompt they live in L2 or further.
     #[inline(always)]
-    unsafe fn prefetch_next<const T: usize>(
-        wb: *const u8,
-        bytes: usize,
-        x: &[*const u8; T],
-        b: usize,
-    ) {
-        let next = wb.wrapping_add(bytes);
+    unsafe fn prefetch_following(p: *const u8, bytes: usize) {
+        let next = p.wrapping_add(bytes);
         let mut o = 0;
         while o < bytes {
             _mm_prefetch(next.wrapping_add(o) as *const i8, _MM_HINT_T0);
             o += 64;
         }
-        for t in 0..T {
-            let xb = x[t].wrapping_add((b + 1) * 292);
+    }
+
+    /// Brings each token's Q8_K block `b + 1` into L1.
+    #[inline(always)]
+    unsafe fn prefetch_tokens<const T: usize>(x: &[*const u8; T], b: usize) {
+        for xt in x {
+            let xb = xt.wrapping_add((b + 1) * 292);
             for o in (0..292).step_by(64) {
                 _mm_prefetch(xb.wrapping_add(o) as *const i8, _MM_HINT_T0);
             }
@@ -860,7 +867,8 @@ pub(crate) mod avx512 {
         acc: *mut __m512,
     ) {
         let wb = wide.add(b * Q6K_WIDE);
-        prefetch_next(wb, Q6K_WIDE, x, b);
+        prefetch_following(wb, Q6K_WIDE);
+        prefetch_tokens(x, b);
         let v = wb as *const __m512i;
         let dw = *(v.add(88) as *const __m512);
         let d: [__m512; T] = std::array::from_fn(|t| {
@@ -994,13 +1002,8 @@ mod tests {
 
     #[test]
     fn pack_round_trips_and_keeps_the_size() {
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-        ] {
+        assert_eq!(packed_types().count(), 5);
+        for ty in packed_types() {
             let (n_rows, n_cols) = (48, 512);
             let bytes = ty.row_size(n_cols).unwrap() * n_rows;
             let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 13) as u8).collect();

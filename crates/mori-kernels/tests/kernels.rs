@@ -278,13 +278,7 @@ fn packed_weights_give_the_plain_bits_in_every_tier() {
     use mori_kernels::matmul_at;
     use mori_kernels::packed::pack;
     use mori_kernels::simd::Isa;
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        GgmlType::Q4K,
-        GgmlType::Q6K,
-    ] {
+    for ty in mori_kernels::packed::packed_types() {
         let (n_rows, n_cols) = (48, 2048 + 256);
         let mut w = data(n_rows * n_cols, 11);
         w[5] = 40.0; // a block whose largest value is far from the rest
