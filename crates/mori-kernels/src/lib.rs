@@ -38,6 +38,7 @@ pub mod ops;
 pub mod packed;
 pub mod pool;
 pub mod quants;
+pub mod scratch;
 pub mod simd;
 pub mod types;
 

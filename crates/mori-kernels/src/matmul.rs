@@ -337,14 +337,9 @@ impl ActBuf {
     }
 }
 
-/// A raw output pointer shared by the threads of one product; each thread
-/// writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint indices (distinct weight rows), and `matmul`
-// does not return until every thread is done.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+/// The output of a product, shared by its threads: each writes the elements
+/// of its own weight rows.
+type OutPtr = crate::scratch::SyncPtr<f32>;
 
 /// Rows handed to a thread at a time: small enough to balance, large enough
 /// that the bookkeeping is negligible.
@@ -383,7 +378,7 @@ pub fn matmul_at(
     }
     let row_bytes = w.ty.row_size(w.n_cols)?;
     let n_rows = w.n_rows;
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr::new(y);
     let n_chunks = n_rows.div_ceil(ROW_CHUNK);
     let n_threads = pool.n_threads();
     pool.run(|tid| {
@@ -433,7 +428,7 @@ fn matmul_packed(
     let group_bytes = crate::packed::group_bytes(w.ty, w.n_cols);
     let n_groups = w.n_rows / GROUP;
     let (n_rows, n_cols, n_tokens) = (w.n_rows, w.n_cols, acts.n_tokens);
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr::new(y);
     let n_threads = pool.n_threads();
     let fast = isa.min(simd::detect_cached()) == simd::Isa::Avx512;
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -444,13 +439,13 @@ fn matmul_packed(
         let (g0, g1) = ((tid * per).min(n_groups), ((tid + 1) * per).min(n_groups));
         // SAFETY (both stores): `t * n_rows + r` < y.len() (checked by
         // `matmul_at`), and the rows of groups g0..g1 belong to this thread.
-        let store = |r: usize, t: usize, v: f32| unsafe { *out.0.add(t * n_rows + r) = v };
+        let store = |r: usize, t: usize, v: f32| unsafe { *out.add(t * n_rows + r) = v };
         #[cfg(target_arch = "x86_64")]
         if fast {
             // SAFETY: as `store`, for the 16 rows `r0 ..` of one group,
             // which only the thread that claimed the group writes.
             let store16 = |r0: usize, t: usize, v: &[f32; GROUP]| unsafe {
-                std::ptr::copy_nonoverlapping(v.as_ptr(), out.0.add(t * n_rows + r0), GROUP)
+                std::ptr::copy_nonoverlapping(v.as_ptr(), out.add(t * n_rows + r0), GROUP)
             };
             // Runs of groups claimed as the threads get to them: the cores
             // do not stream weights at exactly the same rate, and a fixed
@@ -650,7 +645,7 @@ impl Rows<'_, '_> {
     fn store(&self, r: usize, t: usize, v: f32) {
         // SAFETY: `t * n_rows + r` < y.len() (`matmul_at` checked the length),
         // and row `r` belongs to this thread alone.
-        unsafe { *self.out.0.add(t * self.w.n_rows + r) = v };
+        unsafe { *self.out.add(t * self.w.n_rows + r) = v };
     }
 
     /// Prompt processing: tiles of `R` rows × `T` tokens over the first

@@ -820,21 +820,13 @@ pub fn attention_in(
                 128 => x86_attn::attend512::<128>,
                 _ => x86_attn::attend512::<0>,
             };
-            let scratch = || {
-                let f = |n: usize| vec![0.0f32; n];
-                (
-                    f(n_gqa * max_span),
-                    f(n_gqa * hd),
-                    f(16 * hd),
-                    f(n_gqa * ROW_PAD * hd),
-                )
-            };
+            let scratch = [n_gqa * max_span, n_gqa * hd, 16 * hd, n_gqa * ROW_PAD * hd];
             per_item(
                 pool,
                 out,
                 n_gqa * hd,
                 scratch,
-                |(scores, qh16, kbuf, acc), item, slot| {
+                |[scores, qh16, kbuf, acc], item, slot| {
                     let (t, kvh) = (item / n_head_kv, item % n_head_kv);
                     let n_seen = pos0 + t + 1;
                     let kv = AttnKv {
@@ -869,14 +861,8 @@ pub fn attention_in(
             return;
         }
         // One item per (token, head).
-        let scratch = || {
-            (
-                vec![0.0f32; max_span],
-                vec![0.0f32; hd],
-                vec![0.0f32; 32 * hd],
-            )
-        };
-        per_item(pool, out, hd, scratch, |(scores, qh16, acc), item, slot| {
+        let scratch = [max_span, hd, 32 * hd];
+        per_item(pool, out, hd, scratch, |[scores, qh16, acc], item, slot| {
             let (t, h) = (item / n_head, item % n_head);
             let n_seen = pos0 + t + 1;
             let kv = AttnKv {
@@ -907,16 +893,13 @@ pub fn attention_in(
     }
     // Rows are padded to whole 32-element steps; the padding holds exact
     // zeros (probability 0, value 0), so it adds nothing.
-    let scratch = || {
-        let f = |n: usize| vec![0.0f32; n];
-        (f(max_span), f(hd), f(hd), f(max_span))
-    };
+    let scratch = [max_span, hd, hd, max_span];
     per_item(
         pool,
         out,
         hd,
         scratch,
-        |(scores, qh16, row, vcol), item, acc| {
+        |[scores, qh16, row, vcol], item, acc| {
             let (t, h) = (item / n_head, item % n_head);
             let kvh = h / n_gqa;
             // The cache holds f16, and products with it round the other operand
@@ -965,27 +948,33 @@ pub fn attention_in(
 
 /// Runs `work(scratch, i, out_i)` for every item i, where `out_i` is
 /// `out[i · len .. (i + 1) · len]`: the items are dealt round-robin to the
-/// pool's threads, each of which makes its scratch once with `scratch`.
-fn per_item<S>(
+/// pool's threads. Each thread's `scratch` is zeroed buffers of the lengths
+/// `scratch` names, taken from its own reusable memory (no allocation once
+/// it has grown).
+fn per_item<const N: usize>(
     pool: &crate::ThreadPool,
     out: &mut [f32],
     len: usize,
-    scratch: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, usize, &mut [f32]) + Sync,
+    scratch: [usize; N],
+    work: impl Fn(&mut [&mut [f32]; N], usize, &mut [f32]) + Sync,
 ) {
-    // One lock per item's output: each is taken by exactly one thread, so
-    // the locks never contend; they only prove disjointness.
-    let slots: Vec<std::sync::Mutex<&mut [f32]>> =
-        out.chunks_mut(len).map(std::sync::Mutex::new).collect();
+    let (total, n_items) = (out.len(), out.len().div_ceil(len.max(1)));
+    let base = crate::scratch::SyncPtr::new(out);
     let n_threads = pool.n_threads();
     pool.run(|tid| {
-        let mut s = scratch();
-        let mut item = tid;
-        while item < slots.len() {
-            let mut slot = slots[item].lock().unwrap_or_else(|e| e.into_inner());
-            work(&mut s, item, &mut slot);
-            item += n_threads;
-        }
+        crate::scratch::with_zeroed(scratch.iter().sum(), |buf| {
+            let mut s = crate::scratch::carve(buf, scratch);
+            let mut item = tid;
+            while item < n_items {
+                let start = item * len;
+                // SAFETY: items' ranges are disjoint and inside `out`, each
+                // item goes to exactly one thread, and `run` returns only
+                // when all of them are done.
+                let slot = unsafe { base.slice(start, len.min(total - start)) };
+                work(&mut s, item, slot);
+                item += n_threads;
+            }
+        })
     });
 }
 

@@ -12,6 +12,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::scratch::SyncPtr;
+
 /// How long a thread polls for the next job (or for the others to finish)
 /// before it sleeps.
 const SPIN: Duration = Duration::from_micros(300);
@@ -150,23 +152,20 @@ impl ThreadPool {
                 .for_each(|(i, c)| f(i, c));
             return;
         }
+        // One contiguous run of `per` chunks per thread.
         let per = n_chunks.div_ceil(self.n_threads);
-        // One contiguous run of chunks per thread, handed out before the
-        // threads start; each run is taken by exactly one thread.
-        // (index of the run's first chunk, the run), taken by one thread.
-        type Run<'a, T> = Mutex<Option<(usize, &'a mut [T])>>;
-        let runs: Vec<Run<T>> = data
-            .chunks_mut(per * chunk_len)
-            .enumerate()
-            .map(|(k, run)| Mutex::new(Some((k * per, run))))
-            .collect();
+        let (len, base) = (data.len(), SyncPtr::new(data));
         self.run(|tid| {
-            let Some(slot) = runs.get(tid) else { return };
-            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((first, run)) = taken {
-                for (i, c) in run.chunks_mut(chunk_len).enumerate() {
-                    f(first + i, c);
-                }
+            let start = (tid * per * chunk_len).min(len);
+            let end = ((tid + 1) * per * chunk_len).min(len);
+            if start == end {
+                return;
+            }
+            // SAFETY: the threads' ranges are disjoint and inside `data`,
+            // which `run` outlives.
+            let run = unsafe { base.slice(start, end - start) };
+            for (i, c) in run.chunks_mut(chunk_len).enumerate() {
+                f(tid * per + i, c);
             }
         });
     }
