@@ -12,7 +12,7 @@ pub mod sampling;
 pub mod scheduler;
 
 use mori_kernels::ThreadPool;
-use mori_model::{KvCache, Logits, Model};
+use mori_model::{KvCache, Logits, Model, Scratch};
 
 pub use mori_model::{Error, Result};
 
@@ -20,6 +20,8 @@ pub use mori_model::{Error, Result};
 pub struct Session<'m> {
     model: &'m Model,
     cache: KvCache,
+    /// Working memory of the forward passes, reused from token to token.
+    scratch: Scratch,
     pool: ThreadPool,
     /// The tokens in the cache, in order: `[cache.n_used()]`.
     tokens: Vec<u32>,
@@ -33,6 +35,7 @@ impl<'m> Session<'m> {
         Session {
             model,
             cache: model.new_cache(n_ctx),
+            scratch: Scratch::new(),
             pool: ThreadPool::new(n_threads.max(1)),
             tokens: Vec::new(),
             last_logits: Vec::new(),
@@ -91,23 +94,38 @@ impl<'m> Session<'m> {
         self.cache.n_used()
     }
 
-    /// Feeds `tokens` after what the session holds; returns the logits of the last one.
+    /// Feeds `tokens` after what the session holds; returns the logits of the
+    /// last one. Once the session has fed a batch of this size, this allocates
+    /// nothing: the token loop of generation.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.last_logits = self
-            .model
-            .forward(&self.pool, &mut self.cache, tokens, Logits::Last)?;
+        self.model.forward_into(
+            &self.pool,
+            &mut self.cache,
+            &mut self.scratch,
+            tokens,
+            Logits::Last,
+            &mut self.last_logits,
+        )?;
         self.tokens.extend_from_slice(tokens);
         Ok(&self.last_logits)
     }
 
     /// Feeds `tokens` and returns the logits of every one, `[tokens.len()][n_vocab]`.
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let all = self
-            .model
-            .forward(&self.pool, &mut self.cache, tokens, Logits::All)?;
+        self.last_logits.clear();
+        let mut all = Vec::new();
+        self.model.forward_into(
+            &self.pool,
+            &mut self.cache,
+            &mut self.scratch,
+            tokens,
+            Logits::All,
+            &mut all,
+        )?;
         self.tokens.extend_from_slice(tokens);
         let n_vocab = self.model.hparams.n_vocab;
-        self.last_logits = all[all.len() - n_vocab..].to_vec();
+        self.last_logits
+            .extend_from_slice(&all[all.len() - n_vocab..]);
         Ok(all)
     }
 

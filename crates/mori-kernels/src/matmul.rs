@@ -211,6 +211,34 @@ impl ActBuf {
         Self::default()
     }
 
+    /// Makes room for `n_tokens` rows of `n_cols` for weights of type
+    /// `w_ty`, so that preparing up to that many allocates nothing.
+    pub fn reserve(&mut self, w_ty: GgmlType, n_tokens: usize, n_cols: usize) -> Result<()> {
+        fn room<T>(v: &mut Vec<T>, n: usize) {
+            v.reserve(n.saturating_sub(v.len()));
+        }
+        let ty = vec_dot_type(w_ty);
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            room(&mut self.f32s, n_tokens * n_cols);
+            return Ok(());
+        }
+        let bytes = ty.row_size(n_cols)? * n_tokens;
+        room(&mut self.bytes, bytes);
+        let n_blocks = n_tokens * (n_cols / ty.block_size());
+        match ty {
+            GgmlType::Q8_0 => {
+                room(&mut self.dx, n_blocks);
+                room(&mut self.corr, n_blocks * 16);
+            }
+            GgmlType::Q8K => {
+                room(&mut self.ksub, n_blocks * 4);
+                room(&mut self.q6c, n_blocks * 8);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Converts `x` (`n_tokens` rows of `n_cols`) for products with weights of type `w_ty`.
     pub fn prepare(
         &mut self,

@@ -2,6 +2,8 @@
 //! softmax, activations. They are cheap next to the matrix products, so they
 //! are written as plain loops the compiler vectorises.
 
+use crate::scratch::SyncPtr;
+
 /// RMS normalisation of one row: `out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]`.
 ///
 /// Each square is taken in f32 and the squares are summed in f64, as ggml
@@ -372,7 +374,7 @@ mod tests {
                 SCALAR_ATTENTION.with(|c| c.set(scalar));
                 AVX2_ATTENTION.with(|c| c.set(avx2));
                 let mut out = vec![0.0f32; n_tokens * n_head * hd];
-                attention(&pool, shape, &q, &k, &v, &mut out);
+                attention(&pool, shape, &q, &k, &v, &mut out, &mut AttnScratch::new());
                 SCALAR_ATTENTION.with(|c| c.set(false));
                 AVX2_ATTENTION.with(|c| c.set(false));
                 out
@@ -455,7 +457,16 @@ mod tests {
             let run = |scalar: bool, layout: KvLayout, k: &[half::f16], v: &[half::f16]| {
                 SCALAR_ATTENTION.with(|c| c.set(scalar));
                 let mut out = vec![0.0f32; n_tokens * q_dim];
-                attention_in(&pool, shape, layout, &q, k, v, &mut out);
+                attention_in(
+                    &pool,
+                    shape,
+                    layout,
+                    &q,
+                    k,
+                    v,
+                    &mut out,
+                    &mut AttnScratch::new(),
+                );
                 SCALAR_ATTENTION.with(|c| c.set(false));
                 out
             };
@@ -759,8 +770,9 @@ pub fn attention(
     k: &[half::f16],
     v: &[half::f16],
     out: &mut [f32],
+    scratch: &mut AttnScratch,
 ) {
-    attention_in(pool, shape, KvLayout::FULL, q, k, v, out)
+    attention_in(pool, shape, KvLayout::FULL, q, k, v, out, scratch)
 }
 
 /// [`attention`] over a cache laid out as `layout` says: a sliding window of
@@ -771,6 +783,7 @@ pub fn attention(
 /// multiple of 32 at or below its first visible position, so every position
 /// keeps the lane it has in the full row, and the masked positions before it
 /// would only have added exact zeros.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_in(
     pool: &crate::ThreadPool,
     shape: AttnShape,
@@ -779,6 +792,7 @@ pub fn attention_in(
     k: &[half::f16],
     v: &[half::f16],
     out: &mut [f32],
+    scratch: &mut AttnScratch,
 ) {
     let AttnShape {
         n_tokens,
@@ -811,20 +825,22 @@ pub fn attention_in(
         (lo, n_seen.div_ceil(ROW_PAD) * ROW_PAD - lo)
     };
     let max_span = (pos0 + 1..=n_kv).map(|n| span(n).1).max().unwrap_or(0);
+    let tier = AttnTier::of(hd);
+    let lens = tier.scratch(hd, n_gqa, max_span);
     #[cfg(target_arch = "x86_64")]
-    if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
-        if crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention() {
+    if tier != AttnTier::Scalar {
+        if tier == AttnTier::Avx512 {
             // One item per (token, key/value head): its query heads together.
             let attend = match hd {
                 64 => x86_attn::attend512::<64>,
                 128 => x86_attn::attend512::<128>,
                 _ => x86_attn::attend512::<0>,
             };
-            let scratch = [n_gqa * max_span, n_gqa * hd, 16 * hd, n_gqa * ROW_PAD * hd];
             per_item(
                 pool,
                 out,
                 n_gqa * hd,
+                lens,
                 scratch,
                 |[scores, qh16, kbuf, acc], item, slot| {
                     let (t, kvh) = (item / n_head_kv, item % n_head_kv);
@@ -861,43 +877,49 @@ pub fn attention_in(
             return;
         }
         // One item per (token, head).
-        let scratch = [max_span, hd, 32 * hd];
-        per_item(pool, out, hd, scratch, |[scores, qh16, acc], item, slot| {
-            let (t, h) = (item / n_head, item % n_head);
-            let n_seen = pos0 + t + 1;
-            let kv = AttnKv {
-                k,
-                v,
-                kv_dim,
-                off: (h / n_gqa) * hd,
-                n_rows: layout.n_rows,
-            };
-            let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-            // SAFETY: AVX2, FMA and F16C are present (checked above); the
-            // slices hold what `AttnKv` documents.
-            unsafe {
-                x86_attn::attend(
-                    qt,
-                    &kv,
-                    layout.first_seen(n_seen),
-                    n_seen,
-                    scale,
-                    qh16,
-                    &mut scores[..span(n_seen).1],
-                    acc,
-                    slot,
-                )
-            };
-        });
+        per_item(
+            pool,
+            out,
+            hd,
+            lens,
+            scratch,
+            |[scores, qh16, acc, _], item, slot| {
+                let (t, h) = (item / n_head, item % n_head);
+                let n_seen = pos0 + t + 1;
+                let kv = AttnKv {
+                    k,
+                    v,
+                    kv_dim,
+                    off: (h / n_gqa) * hd,
+                    n_rows: layout.n_rows,
+                };
+                let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                // SAFETY: AVX2, FMA and F16C are present (checked above); the
+                // slices hold what `AttnKv` documents.
+                unsafe {
+                    x86_attn::attend(
+                        qt,
+                        &kv,
+                        layout.first_seen(n_seen),
+                        n_seen,
+                        scale,
+                        qh16,
+                        &mut scores[..span(n_seen).1],
+                        acc,
+                        slot,
+                    )
+                };
+            },
+        );
         return;
     }
     // Rows are padded to whole 32-element steps; the padding holds exact
     // zeros (probability 0, value 0), so it adds nothing.
-    let scratch = [max_span, hd, hd, max_span];
     per_item(
         pool,
         out,
         hd,
+        lens,
         scratch,
         |[scores, qh16, row, vcol], item, acc| {
             let (t, h) = (item / n_head, item % n_head);
@@ -946,35 +968,100 @@ pub fn attention_in(
     );
 }
 
-/// Runs `work(scratch, i, out_i)` for every item i, where `out_i` is
+/// The working memory of [`attention`], kept by the caller between calls:
+/// once it has room for the longest context (see [`AttnScratch::reserve`]),
+/// attention allocates nothing.
+#[derive(Debug, Default)]
+pub struct AttnScratch(Vec<f32>);
+
+impl AttnScratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes room for every call on `n_threads` threads whose queries see at
+    /// most `n_ctx` positions, with the heads of `shape` (its tokens and
+    /// positions do not matter).
+    pub fn reserve(&mut self, shape: AttnShape, n_ctx: usize, n_threads: usize) {
+        let n_gqa = shape.n_head / shape.n_head_kv.max(1);
+        let max_span = n_ctx.div_ceil(ROW_PAD) * ROW_PAD;
+        let lens = AttnTier::of(shape.head_dim).scratch(shape.head_dim, n_gqa, max_span);
+        let need = lens.iter().sum::<usize>() * n_threads;
+        self.0.reserve(need.saturating_sub(self.0.len()));
+    }
+}
+
+/// Which attention kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttnTier {
+    /// One item per (token, key/value head), AVX-512.
+    Avx512,
+    /// One item per (token, head), AVX2 + FMA + F16C.
+    Avx2,
+    /// The portable reference.
+    Scalar,
+}
+
+impl AttnTier {
+    fn of(hd: usize) -> AttnTier {
+        #[cfg(target_arch = "x86_64")]
+        if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
+            if crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention() {
+                return AttnTier::Avx512;
+            }
+            return AttnTier::Avx2;
+        }
+        let _ = hd;
+        AttnTier::Scalar
+    }
+
+    /// The lengths of one thread's buffers, for queries of `max_span` scores.
+    fn scratch(self, hd: usize, n_gqa: usize, max_span: usize) -> [usize; 4] {
+        match self {
+            // Scores, f16-rounded queries, a block of keys, accumulators.
+            AttnTier::Avx512 => [n_gqa * max_span, n_gqa * hd, 16 * hd, n_gqa * ROW_PAD * hd],
+            // Scores, the f16-rounded query, accumulators.
+            AttnTier::Avx2 => [max_span, hd, ROW_PAD * hd, 0],
+            // Scores, the f16-rounded query, a key row, a value column.
+            AttnTier::Scalar => [max_span, hd, hd, max_span],
+        }
+    }
+}
+
+/// Runs `work(bufs, i, out_i)` for every item i, where `out_i` is
 /// `out[i · len .. (i + 1) · len]`: the items are dealt round-robin to the
-/// pool's threads. Each thread's `scratch` is zeroed buffers of the lengths
-/// `scratch` names, taken from its own reusable memory (no allocation once
-/// it has grown).
+/// pool's threads. Each thread's `bufs` are zeroed buffers of the lengths
+/// `lens`, carved from its share of `scratch` (grown if it is too small).
 fn per_item<const N: usize>(
     pool: &crate::ThreadPool,
     out: &mut [f32],
     len: usize,
-    scratch: [usize; N],
+    lens: [usize; N],
+    scratch: &mut AttnScratch,
     work: impl Fn(&mut [&mut [f32]; N], usize, &mut [f32]) + Sync,
 ) {
-    let (total, n_items) = (out.len(), out.len().div_ceil(len.max(1)));
-    let base = crate::scratch::SyncPtr::new(out);
     let n_threads = pool.n_threads();
+    let per_thread: usize = lens.iter().sum();
+    if scratch.0.len() < per_thread * n_threads {
+        scratch.0.resize(per_thread * n_threads, 0.0);
+    }
+    let bufs = SyncPtr::new(&mut scratch.0);
+    let (total, n_items) = (out.len(), out.len().div_ceil(len.max(1)));
+    let base = SyncPtr::new(out);
     pool.run(|tid| {
-        crate::scratch::with_zeroed(scratch.iter().sum(), |buf| {
-            let mut s = crate::scratch::carve(buf, scratch);
-            let mut item = tid;
-            while item < n_items {
-                let start = item * len;
-                // SAFETY: items' ranges are disjoint and inside `out`, each
-                // item goes to exactly one thread, and `run` returns only
-                // when all of them are done.
-                let slot = unsafe { base.slice(start, len.min(total - start)) };
-                work(&mut s, item, slot);
-                item += n_threads;
-            }
-        })
+        // SAFETY: each thread takes its own share of `scratch` and its own
+        // items' ranges of `out` (disjoint, and inside them), and `run`
+        // returns only when all of them are done.
+        let buf = unsafe { bufs.slice(tid * per_thread, per_thread) };
+        buf.fill(0.0);
+        let mut s = crate::scratch::carve(buf, lens);
+        let mut item = tid;
+        while item < n_items {
+            let start = item * len;
+            let slot = unsafe { base.slice(start, len.min(total - start)) };
+            work(&mut s, item, slot);
+            item += n_threads;
+        }
     });
 }
 

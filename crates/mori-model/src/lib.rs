@@ -17,7 +17,7 @@ pub mod registry;
 pub mod sentencepiece;
 pub mod tokenizer;
 
-pub use arch::Logits;
+pub use arch::{Logits, Scratch};
 pub use hparams::HParams;
 pub use kv_cache::KvCache;
 pub use model::{Model, ModelInfo};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mori_formats::GgufFile;
 use mori_kernels::{GgmlType, ThreadPool};
 
-use crate::arch::{Logits, Network};
+use crate::arch::{Logits, Network, Scratch};
 use crate::hparams::HParams;
 use crate::kv_cache::KvCache;
 use crate::tokenizer::Tokenizer;
@@ -193,6 +193,9 @@ impl Model {
     ///
     /// Fails without touching the cache when a token is outside the vocabulary
     /// or the tokens do not fit in the context: a prompt is never cut silently.
+    ///
+    /// Each call allocates its working memory; a token loop calls
+    /// [`Model::forward_into`] instead.
     pub fn forward(
         &self,
         pool: &ThreadPool,
@@ -200,7 +203,31 @@ impl Model {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_into(pool, cache, &mut Scratch::new(), tokens, logits, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Model::forward`] with the working memory in `scratch` and the logits
+    /// written to `out` (replacing its contents), both kept by the caller
+    /// between calls: once they have grown to a pass's sizes, generating a
+    /// token allocates nothing. Tokens refused before the pass leave `out`
+    /// as it was; an error during the pass leaves it empty.
+    pub fn forward_into(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        logits: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let n_vocab = self.hparams.n_vocab;
+        if tokens.is_empty() {
+            return Err(Error::Invalid(
+                "a forward pass needs at least one token".into(),
+            ));
+        }
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
             return Err(Error::TokenOutOfRange { id, n_vocab });
         }
@@ -213,7 +240,13 @@ impl Model {
         }
         let _span = tracing::debug_span!("forward", n_tokens = tokens.len(), pos = cache.n_used())
             .entered();
-        self.net.forward(pool, cache, tokens, logits)
+        let done = self
+            .net
+            .forward_into(pool, cache, scratch, tokens, logits, out);
+        if done.is_err() {
+            out.clear();
+        }
+        done
     }
 
     /// The record of expert routing decisions, for models with experts: call

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mori_formats::GgufFile;
 use mori_kernels::{ops, ThreadPool};
 
-use super::moe::{MoeFfn, RoutingTrace};
+use super::moe::{MoeFfn, MoeScratch, RoutingTrace};
 use super::{Linear, SharedActs};
 use crate::Result;
 
@@ -99,13 +99,14 @@ impl Ffn {
         n: usize,
         pos0: usize,
         scratch: &mut FfnScratch,
+        moe_scratch: &mut MoeScratch,
         trace: &RoutingTrace,
         out: &mut [f32],
     ) -> Result<()> {
         acts.invalidate();
         match self {
             Ffn::Dense(d) => d.forward(pool, f, acts, xn, n, scratch, out),
-            Ffn::Moe(m) => m.forward(pool, f, acts, xn, n, pos0, scratch, trace, out),
+            Ffn::Moe(m) => m.forward(pool, f, acts, xn, n, pos0, scratch, moe_scratch, trace, out),
         }
     }
 }

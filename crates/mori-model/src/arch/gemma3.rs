@@ -13,7 +13,8 @@ use mori_kernels::ops::{self, AttnShape, KvLayout, Rope, RopeLayout};
 use mori_kernels::ThreadPool;
 
 use super::{
-    advise_lookups_only, forward_in_batches, load_vector, Linear, Logits, Network, SharedActs,
+    advise_lookups_only, forward_in_batches, load_vector, output_head, Linear, Logits, Network,
+    Scratch, ScratchParts,
 };
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
@@ -149,13 +150,16 @@ impl Gemma3 {
 
     /// One pass over at most [`MAX_BATCH`] tokens.
     /// `logits: None` skips the output head (an early chunk of a long prompt).
+    /// The logits asked for are appended to `out`.
     fn forward_batch(
         &self,
         pool: &ThreadPool,
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         tokens: &[u32],
         logits: Option<Logits>,
-    ) -> Result<Vec<f32>> {
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let hp = &self.hp;
         let f = &self.file;
         let n = tokens.len();
@@ -164,18 +168,24 @@ impl Gemma3 {
         let (d, hd, n_rot) = (hp.n_embd, hp.head_dim, hp.n_rot);
         let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
 
-        let mut x = vec![0.0f32; n * d]; // [n][n_embd] residual stream
-        let mut xn = vec![0.0f32; n * d]; // [n][n_embd] normalised input of a block
-        let mut q = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
-        let mut k = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
-        let mut v = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
-        let mut att = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
-        let mut proj = vec![0.0f32; n * d]; // [n][n_embd] block output
-        let mut gate = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
-        let mut up = vec![0.0f32; n * hp.n_ff]; // [n][n_ff]
-        let mut cs_global = vec![0.0f32; n * n_rot]; // [n][n_rot] cos/sin, full layers
-        let mut cs_local = vec![0.0f32; n * n_rot]; // [n][n_rot] cos/sin, windowed layers
-        let mut acts = SharedActs::new();
+        let ScratchParts {
+            bufs: [x, xn, q, k, v, att, proj, gate, up, cs_global, cs_local],
+            acts,
+            attn: attn_scratch,
+            ..
+        } = scratch.take([
+            n * d,       // x: [n][n_embd] residual stream
+            n * d,       // xn: [n][n_embd] normalised input of a block
+            n * q_dim,   // q: [n][n_head * head_dim]
+            n * kv_dim,  // k: [n][n_head_kv * head_dim]
+            n * kv_dim,  // v: [n][n_head_kv * head_dim]
+            n * q_dim,   // att: [n][n_head * head_dim]
+            n * d,       // proj: [n][n_embd] block output
+            n * hp.n_ff, // gate: [n][n_ff]
+            n * hp.n_ff, // up: [n][n_ff]
+            n * n_rot,   // cs_global: [n][n_rot] cos/sin, full layers
+            n * n_rot,   // cs_local: [n][n_rot] cos/sin, windowed layers
+        ]);
 
         let embd_scale = (d as f32).sqrt();
         for (t, &id) in tokens.iter().enumerate() {
@@ -197,19 +207,20 @@ impl Gemma3 {
             // The queries are scaled before the product, as llama.cpp does.
             scale: 1.0,
         };
+        attn_scratch.reserve(shape, cache.n_ctx(), pool.n_threads());
         for (il, l) in self.layers.iter().enumerate() {
             let (rope, cs) = match l.window {
-                Some(_) => (&self.rope_local, &cs_local),
-                None => (&self.rope_global, &cs_global),
+                Some(_) => (&self.rope_local, &*cs_local),
+                None => (&self.rope_global, &*cs_global),
             };
             for t in 0..n {
                 let span = t * d..(t + 1) * d;
                 ops::rms_norm(&x[span.clone()], &l.attn_norm, hp.rms_eps, &mut xn[span]);
             }
             acts.invalidate();
-            acts.matmul(pool, f, &l.wq, &xn, n, &mut q)?;
-            acts.matmul(pool, f, &l.wk, &xn, n, &mut k)?;
-            acts.matmul(pool, f, &l.wv, &xn, n, &mut v)?;
+            acts.matmul(pool, f, &l.wq, xn, n, q)?;
+            acts.matmul(pool, f, &l.wk, xn, n, k)?;
+            acts.matmul(pool, f, &l.wv, xn, n, v)?;
             for t in 0..n {
                 let qt = &mut q[t * q_dim..(t + 1) * q_dim];
                 let kt = &mut k[t * kv_dim..(t + 1) * kv_dim];
@@ -222,16 +233,16 @@ impl Gemma3 {
                 rope.apply(kt, hp.n_head_kv, hd, cst);
                 qt.iter_mut().for_each(|e| *e *= self.q_scale);
             }
-            cache.store(il, pos0, &k, &v);
+            cache.store(il, pos0, k, v);
             let (kc, vc, kept) = cache.layer_rows(il);
             let layout = KvLayout {
                 window: l.window,
                 n_rows: kept.n_rows,
             };
-            ops::attention_in(pool, shape, layout, &q, kc, vc, &mut att);
+            ops::attention_in(pool, shape, layout, q, kc, vc, att, attn_scratch);
 
             acts.invalidate();
-            acts.matmul(pool, f, &l.wo, &att, n, &mut proj)?;
+            acts.matmul(pool, f, &l.wo, att, n, proj)?;
             for t in 0..n {
                 let pt = &mut proj[t * d..(t + 1) * d];
                 ops::rms_norm_inplace(pt, &l.post_attn_norm, hp.rms_eps);
@@ -243,11 +254,11 @@ impl Gemma3 {
                 ops::rms_norm(&x[span.clone()], &l.ffn_norm, hp.rms_eps, &mut xn[span]);
             }
             acts.invalidate();
-            acts.matmul(pool, f, &l.w_gate, &xn, n, &mut gate)?;
-            acts.matmul(pool, f, &l.w_up, &xn, n, &mut up)?;
-            ops::gelu_mul_inplace(&mut gate, &up);
+            acts.matmul(pool, f, &l.w_gate, xn, n, gate)?;
+            acts.matmul(pool, f, &l.w_up, xn, n, up)?;
+            ops::gelu_mul_inplace(gate, up);
             acts.invalidate();
-            acts.matmul(pool, f, &l.w_down, &gate, n, &mut proj)?;
+            acts.matmul(pool, f, &l.w_down, gate, n, proj)?;
             for t in 0..n {
                 let pt = &mut proj[t * d..(t + 1) * d];
                 ops::rms_norm_inplace(pt, &l.post_ffn_norm, hp.rms_eps);
@@ -256,40 +267,29 @@ impl Gemma3 {
         }
         cache.advance(n);
 
-        let rows: Vec<usize> = match logits {
-            None => return Ok(Vec::new()),
-            Some(Logits::Last) => vec![n - 1],
-            Some(Logits::All) => (0..n).collect(),
-        };
-        let mut out_x = vec![0.0f32; rows.len() * d]; // [rows][n_embd]
-        for (r, &t) in rows.iter().enumerate() {
-            ops::rms_norm(
-                &x[t * d..(t + 1) * d],
-                &self.output_norm,
-                hp.rms_eps,
-                &mut out_x[r * d..(r + 1) * d],
-            );
+        if let Some(want) = logits {
+            let (norm, eps) = (&self.output_norm, hp.rms_eps);
+            let out = output_head(pool, f, acts, want, x, norm, eps, &self.output, xn, out)?;
+            if let Some(cap) = hp.final_logit_softcap {
+                ops::softcap_inplace(out, cap);
+            }
         }
-        let mut out = vec![0.0f32; rows.len() * hp.n_vocab]; // [rows][n_vocab]
-        acts.invalidate();
-        acts.matmul(pool, f, &self.output, &out_x, rows.len(), &mut out)?;
-        if let Some(cap) = hp.final_logit_softcap {
-            ops::softcap_inplace(&mut out, cap);
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
 impl Network for Gemma3 {
-    fn forward(
+    fn forward_into(
         &self,
         pool: &ThreadPool,
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         tokens: &[u32],
         logits: Logits,
-    ) -> Result<Vec<f32>> {
-        forward_in_batches(tokens, logits, MAX_BATCH, |chunk, want| {
-            self.forward_batch(pool, cache, chunk, want)
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        forward_in_batches(tokens, logits, MAX_BATCH, out, |chunk, want, out| {
+            self.forward_batch(pool, cache, scratch, chunk, want, out)
         })
     }
 

@@ -11,11 +11,11 @@ use mori_formats::GgufFile;
 use mori_kernels::ops::{self, AttnShape, Rope, RopeLayout};
 use mori_kernels::ThreadPool;
 
-use super::ffn::{DenseFfn, Ffn, FfnScratch};
+use super::ffn::{DenseFfn, Ffn};
 use super::moe::{MoeFfn, RoutingTrace};
 use super::{
-    advise_lookups_only, forward_in_batches, load_vector, load_vector_opt, Linear, Logits, Network,
-    SharedActs,
+    advise_lookups_only, forward_in_batches, load_vector, load_vector_opt, output_head, Linear,
+    Logits, Network, Scratch, ScratchParts,
 };
 use crate::hparams::{HParams, RopeScaling};
 use crate::kv_cache::KvCache;
@@ -147,13 +147,16 @@ impl Llama {
 
     /// One pass over at most [`MAX_BATCH`] tokens.
     /// `logits: None` skips the output head (an early chunk of a long prompt).
+    /// The logits asked for are appended to `out`.
     fn forward_batch(
         &self,
         pool: &ThreadPool,
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         tokens: &[u32],
         logits: Option<Logits>,
-    ) -> Result<Vec<f32>> {
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let hp = &self.hp;
         let f = &self.file;
         let n = tokens.len();
@@ -161,16 +164,22 @@ impl Llama {
         let (d, hd) = (hp.n_embd, hp.head_dim);
         let (q_dim, kv_dim) = (hp.n_head * hd, hp.n_head_kv * hd);
 
-        let mut x = vec![0.0f32; n * d]; // [n][n_embd] residual stream
-        let mut xn = vec![0.0f32; n * d]; // [n][n_embd] normalised input of a block
-        let mut q = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
-        let mut k = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
-        let mut v = vec![0.0f32; n * kv_dim]; // [n][n_head_kv * head_dim]
-        let mut att = vec![0.0f32; n * q_dim]; // [n][n_head * head_dim]
-        let mut proj = vec![0.0f32; n * d]; // [n][n_embd] block output
-        let mut ffn_scratch = FfnScratch::default();
-        let mut cs = vec![0.0f32; n * hp.n_rot]; // [n][n_rot] cos/sin per position
-        let mut acts = SharedActs::new();
+        let ScratchParts {
+            bufs: [x, xn, q, k, v, att, proj, cs],
+            acts,
+            ffn: ffn_scratch,
+            moe: moe_scratch,
+            attn: attn_scratch,
+        } = scratch.take([
+            n * d,        // x: [n][n_embd] residual stream
+            n * d,        // xn: [n][n_embd] normalised input of a block
+            n * q_dim,    // q: [n][n_head * head_dim]
+            n * kv_dim,   // k: [n][n_head_kv * head_dim]
+            n * kv_dim,   // v: [n][n_head_kv * head_dim]
+            n * q_dim,    // att: [n][n_head * head_dim]
+            n * d,        // proj: [n][n_embd] block output
+            n * hp.n_rot, // cs: [n][n_rot] cos/sin per position
+        ]);
 
         for (t, &id) in tokens.iter().enumerate() {
             self.tok_embd
@@ -187,6 +196,7 @@ impl Llama {
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
         };
+        attn_scratch.reserve(shape, cache.n_ctx(), pool.n_threads());
         // Per-token work (norms, biases, RoPE) is spread over the pool: its
         // f64 norm sums are serial chains, and one thread alone would leave
         // the others waiting.
@@ -195,9 +205,9 @@ impl Llama {
                 ops::rms_norm(&x[t * d..(t + 1) * d], &l.attn_norm, hp.rms_eps, out)
             });
             acts.invalidate();
-            acts.matmul(pool, f, &l.wq, &xn, n, &mut q)?;
-            acts.matmul(pool, f, &l.wk, &xn, n, &mut k)?;
-            acts.matmul(pool, f, &l.wv, &xn, n, &mut v)?;
+            acts.matmul(pool, f, &l.wq, xn, n, q)?;
+            acts.matmul(pool, f, &l.wk, xn, n, k)?;
+            acts.matmul(pool, f, &l.wv, xn, n, v)?;
             let heads = |xt: &mut [f32], t: usize, bias: Option<&[f32]>, norm, n_heads| {
                 add_bias(xt, bias);
                 if let (Some(_), Some(_), Some(w)) = (&l.q_norm, &l.k_norm, norm) {
@@ -218,12 +228,12 @@ impl Llama {
                     add_bias(vt, l.bv.as_deref());
                 }
             }
-            cache.store(il, pos0, &k, &v);
+            cache.store(il, pos0, k, v);
             let (kc, vc) = cache.layer(il, pos0 + n);
-            ops::attention(pool, shape, &q, kc, vc, &mut att);
+            ops::attention(pool, shape, q, kc, vc, att, attn_scratch);
 
             acts.invalidate();
-            acts.matmul(pool, f, &l.wo, &att, n, &mut proj)?;
+            acts.matmul(pool, f, &l.wo, att, n, proj)?;
             for t in 0..n {
                 let pt = &mut proj[t * d..(t + 1) * d];
                 add_bias(pt, l.bo.as_deref());
@@ -236,36 +246,24 @@ impl Llama {
             l.ffn.forward(
                 pool,
                 f,
-                &mut acts,
-                &xn,
+                acts,
+                xn,
                 n,
                 pos0,
-                &mut ffn_scratch,
+                ffn_scratch,
+                moe_scratch,
                 &self.trace,
-                &mut proj,
+                proj,
             )?;
-            ops::add_inplace(&mut x, &proj);
+            ops::add_inplace(x, proj);
         }
         cache.advance(n);
 
-        let rows: Vec<usize> = match logits {
-            None => return Ok(Vec::new()),
-            Some(Logits::Last) => vec![n - 1],
-            Some(Logits::All) => (0..n).collect(),
-        };
-        let mut out_x = vec![0.0f32; rows.len() * d]; // [rows][n_embd]
-        for (r, &t) in rows.iter().enumerate() {
-            ops::rms_norm(
-                &x[t * d..(t + 1) * d],
-                &self.output_norm,
-                hp.rms_eps,
-                &mut out_x[r * d..(r + 1) * d],
-            );
+        if let Some(want) = logits {
+            let (norm, eps) = (&self.output_norm, hp.rms_eps);
+            output_head(pool, f, acts, want, x, norm, eps, &self.output, xn, out)?;
         }
-        let mut out = vec![0.0f32; rows.len() * hp.n_vocab]; // [rows][n_vocab]
-        acts.invalidate();
-        acts.matmul(pool, f, &self.output, &out_x, rows.len(), &mut out)?;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -276,15 +274,17 @@ fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
 }
 
 impl Network for Llama {
-    fn forward(
+    fn forward_into(
         &self,
         pool: &ThreadPool,
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         tokens: &[u32],
         logits: Logits,
-    ) -> Result<Vec<f32>> {
-        forward_in_batches(tokens, logits, MAX_BATCH, |chunk, want| {
-            self.forward_batch(pool, cache, chunk, want)
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        forward_in_batches(tokens, logits, MAX_BATCH, out, |chunk, want, out| {
+            self.forward_batch(pool, cache, scratch, chunk, want, out)
         })
     }
 

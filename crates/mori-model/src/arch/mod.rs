@@ -8,6 +8,7 @@ pub mod moe;
 use std::sync::Arc;
 
 use mori_formats::{GgufFile, TensorInfo};
+use mori_kernels::ops::AttnScratch;
 use mori_kernels::{ActBuf, GgmlType, ThreadPool, WeightView};
 
 use crate::kv_cache::KvCache;
@@ -25,14 +26,19 @@ pub enum Logits {
 /// A network that can run a forward pass. Each architecture family implements it.
 pub trait Network: Send + Sync {
     /// Runs `tokens` at positions `cache.n_used()..`, appends their keys and
-    /// values to `cache` and returns logits `[rows][n_vocab]`.
-    fn forward(
+    /// values to `cache` and writes logits `[rows][n_vocab]` to `out`
+    /// (replacing what it held). Working memory comes from `scratch`, which
+    /// a caller keeps between passes: once it and `out` have grown to a
+    /// pass's sizes, the pass allocates nothing.
+    fn forward_into(
         &self,
         pool: &ThreadPool,
         cache: &mut KvCache,
+        scratch: &mut Scratch,
         tokens: &[u32],
         logits: Logits,
-    ) -> Result<Vec<f32>>;
+        out: &mut Vec<f32>,
+    ) -> Result<()>;
 
     /// Layers and floats per position that the KV cache must hold.
     fn kv_shape(&self) -> (usize, usize);
@@ -50,27 +56,125 @@ pub trait Network: Send + Sync {
     }
 }
 
+/// The working memory of forward passes, kept between them by whoever runs
+/// a sequence (a session), so that generating a token allocates nothing:
+/// every buffer grows to the largest pass seen and is then reused.
+#[derive(Default)]
+pub struct Scratch {
+    /// The per-pass activations, carved into named buffers (see [`Scratch::take`]).
+    arena: Vec<f32>,
+    /// Activations converted for the weights' dot products.
+    acts: SharedActs,
+    /// The feed-forward's hidden-width buffers.
+    ffn: ffn::FfnScratch,
+    /// The buffers of a mixture of experts.
+    moe: moe::MoeScratch,
+    /// Attention's per-thread buffers.
+    attn: AttnScratch,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Buffers of the given lengths (contents left from earlier passes: every
+    /// user writes a buffer before it reads it), with the other parts of the
+    /// scratch beside them.
+    fn take<const N: usize>(&mut self, lens: [usize; N]) -> ScratchParts<'_, N> {
+        let total = lens.iter().sum();
+        if self.arena.len() < total {
+            self.arena.resize(total, 0.0);
+        }
+        // A pass starts from new input.
+        self.acts.invalidate();
+        ScratchParts {
+            bufs: mori_kernels::scratch::carve(&mut self.arena, lens),
+            acts: &mut self.acts,
+            ffn: &mut self.ffn,
+            moe: &mut self.moe,
+            attn: &mut self.attn,
+        }
+    }
+}
+
+/// The parts of a [`Scratch`] that one pass borrows at once.
+struct ScratchParts<'a, const N: usize> {
+    bufs: [&'a mut [f32]; N],
+    acts: &'a mut SharedActs,
+    ffn: &'a mut ffn::FfnScratch,
+    moe: &'a mut moe::MoeScratch,
+    attn: &'a mut AttnScratch,
+}
+
 /// Runs `tokens` through `batch` in chunks of at most `max_batch` (bounding the
 /// scratch memory of long prompts); only the last chunk computes logits unless
-/// every position's are wanted.
+/// every position's are wanted. `batch` appends the logits it computes to `out`,
+/// which starts empty.
 pub fn forward_in_batches(
     tokens: &[u32],
     logits: Logits,
     max_batch: usize,
-    mut batch: impl FnMut(&[u32], Option<Logits>) -> Result<Vec<f32>>,
-) -> Result<Vec<f32>> {
+    out: &mut Vec<f32>,
+    mut batch: impl FnMut(&[u32], Option<Logits>, &mut Vec<f32>) -> Result<()>,
+) -> Result<()> {
+    out.clear();
     if tokens.is_empty() {
         return Err(Error::Invalid(
             "a forward pass needs at least one token".into(),
         ));
     }
-    let mut out = Vec::new();
     let n_chunks = tokens.len().div_ceil(max_batch);
     for (i, chunk) in tokens.chunks(max_batch).enumerate() {
         let want = (i + 1 == n_chunks || logits == Logits::All).then_some(logits);
-        out.extend(batch(chunk, want)?);
+        batch(chunk, want, out)?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The positions of a batch of `n` whose logits `want` asks for.
+fn logit_rows(want: Logits, n: usize) -> std::ops::Range<usize> {
+    match want {
+        Logits::Last => n - 1..n,
+        Logits::All => 0..n,
+    }
+}
+
+/// The output head over the positions of the residual stream `x` (`[n][n_embd]`)
+/// that `want` asks for: the final RMSNorm (into `xn`, free by then), then the
+/// output matrix, whose logits are appended to `out` and returned.
+#[allow(clippy::too_many_arguments)]
+fn output_head<'o>(
+    pool: &ThreadPool,
+    f: &Arc<GgufFile>,
+    acts: &mut SharedActs,
+    want: Logits,
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    xn: &mut [f32],
+    out: &'o mut Vec<f32>,
+) -> Result<&'o mut [f32]> {
+    let d = output.n_cols;
+    let rows = logit_rows(want, x.len() / d);
+    let n_rows = rows.len();
+    for (r, t) in rows.enumerate() {
+        let dst = &mut xn[r * d..(r + 1) * d];
+        mori_kernels::ops::rms_norm(&x[t * d..(t + 1) * d], norm, eps, dst);
+    }
+    let start = out.len();
+    out.resize(start + n_rows * output.n_rows, 0.0);
+    acts.invalidate();
+    acts.matmul(
+        pool,
+        f,
+        output,
+        &xn[..n_rows * d],
+        n_rows,
+        &mut out[start..],
+    )?;
+    Ok(&mut out[start..])
 }
 
 /// A 2-D weight: `n_rows` rows of `n_cols` elements, read in place from the

@@ -185,21 +185,26 @@ impl MoeFfn {
         xn: &[f32],
         n: usize,
         pos0: usize,
-        scratch: &mut FfnScratch,
+        ffn_scratch: &mut FfnScratch,
+        scratch: &mut MoeScratch,
         trace: &RoutingTrace,
         out: &mut [f32],
     ) -> Result<()> {
         let d = self.router.n_cols;
         let k = self.n_expert_used;
-        let mut logits = vec![0.0f32; n * self.n_expert]; // [n][n_expert]
-        acts.matmul(pool, f, &self.router, xn, n, &mut logits)?;
-        let mut ids = vec![0u32; n * k]; // [n][k] chosen experts, best first
-        let mut weights = vec![0.0f32; n * k]; // [n][k]
+        let ne = self.n_expert;
+        // [n][n_expert] router logits, then probabilities.
+        let logits = sized(&mut scratch.logits, n * ne);
+        acts.matmul(pool, f, &self.router, xn, n, logits)?;
+        let ids = sized(&mut scratch.ids, n * k); // [n][k] chosen experts, best first
+        let weights = sized(&mut scratch.weights, n * k); // [n][k]
         for t in 0..n {
             self.route(
-                &mut logits[t * self.n_expert..(t + 1) * self.n_expert],
+                &mut logits[t * ne..(t + 1) * ne],
                 &mut ids[t * k..(t + 1) * k],
                 &mut weights[t * k..(t + 1) * k],
+                &mut scratch.order,
+                &mut scratch.sel,
             );
         }
         if trace.is_on() {
@@ -212,8 +217,8 @@ impl MoeFfn {
         }
 
         // Each (token, rank) pair's weighted expert output, [n][k][n_embd].
-        let mut slots = vec![0.0f32; n * k * d];
-        self.run_experts(pool, f, xn, &ids, &weights, &mut slots)?;
+        let slots = sized(&mut scratch.slots, n * k * d);
+        self.run_experts(pool, f, xn, ids, weights, &mut scratch.experts, slots)?;
         // Added in rank order, as llama.cpp chains its adds.
         for t in 0..n {
             let o = &mut out[t * d..(t + 1) * d];
@@ -223,27 +228,37 @@ impl MoeFfn {
             }
         }
         if let Some(shared) = &self.shared {
-            let mut sh = vec![0.0f32; n * d]; // [n][n_embd]
-            shared.forward(pool, f, acts, xn, n, scratch, &mut sh)?;
-            ops::add_inplace(&mut out[..n * d], &sh);
+            let sh = sized(&mut scratch.shared, n * d); // [n][n_embd]
+            shared.forward(pool, f, acts, xn, n, ffn_scratch, sh)?;
+            ops::add_inplace(&mut out[..n * d], sh);
         }
         Ok(())
     }
 
     /// Chooses the experts of one token from its router logits (overwritten
-    /// with the probabilities) and their weights.
-    fn route(&self, logits: &mut [f32], ids: &mut [u32], weights: &mut [f32]) {
+    /// with the probabilities) and their weights; `order` and `sel` are
+    /// working memory.
+    fn route(
+        &self,
+        logits: &mut [f32],
+        ids: &mut [u32],
+        weights: &mut [f32],
+        order: &mut Vec<u32>,
+        sel: &mut Vec<f32>,
+    ) {
         match self.gating {
             Gating::Softmax => softmax_ggml(logits),
         }
         let probs = &*logits;
-        let mut order: Vec<u32> = (0..self.n_expert as u32).collect();
+        order.clear();
+        order.extend(0..self.n_expert as u32);
         match &self.selection_bias {
             Some(b) => {
-                let sel: Vec<f32> = probs.iter().zip(b).map(|(&p, &b)| p + b).collect();
-                rank_desc(&mut order, &sel);
+                sel.clear();
+                sel.extend(probs.iter().zip(b).map(|(&p, &b)| p + b));
+                rank_desc(order, sel);
             }
-            None => rank_desc(&mut order, probs),
+            None => rank_desc(order, probs),
         }
         ids.copy_from_slice(&order[..ids.len()]);
         for (w, &e) in weights.iter_mut().zip(ids.iter()) {
@@ -258,6 +273,7 @@ impl MoeFfn {
 
     /// Runs every chosen expert once over all the tokens that chose it and
     /// writes each weighted output to its `(token, rank)` slot of `slots`.
+    #[allow(clippy::too_many_arguments)]
     fn run_experts(
         &self,
         pool: &ThreadPool,
@@ -265,48 +281,80 @@ impl MoeFfn {
         xn: &[f32],
         ids: &[u32],
         weights: &[f32],
+        scratch: &mut ExpertScratch,
         slots: &mut [f32],
     ) -> Result<()> {
         let d = self.router.n_cols;
         let ff = self.gate.n_rows;
-        // Slot indices (token * k + rank) per expert, tokens in order.
-        let mut by_expert: Vec<Vec<usize>> = vec![Vec::new(); self.n_expert];
-        for (slot, &e) in ids.iter().enumerate() {
-            by_expert[e as usize].push(slot);
+        let ExpertScratch {
+            starts,
+            cursor,
+            grouped,
+            acts,
+            xe,
+            gate,
+            up,
+            ye,
+        } = scratch;
+        let (ne, k) = (self.n_expert, self.n_expert_used);
+        // Slot indices (token * k + rank) grouped by expert, tokens in order
+        // within each (a counting sort): expert e's are
+        // `grouped[starts[e]..starts[e + 1]]`.
+        let starts = sized(starts, ne + 1);
+        starts.fill(0);
+        for &e in ids {
+            starts[e as usize + 1] += 1;
         }
-        let k = self.n_expert_used;
-        let mut acts = ActBuf::new();
-        let mut xe = Vec::new(); // [m][n_embd] the tokens routed to one expert
-        let mut gate = Vec::new(); // [m][n_ff_exp]
-        let mut up = Vec::new(); // [m][n_ff_exp]
-        let mut ye = Vec::new(); // [m][n_embd]
-        for (e, slot_ids) in by_expert.iter().enumerate() {
+        for e in 0..ne {
+            starts[e + 1] += starts[e];
+        }
+        let cursor = sized(cursor, ne);
+        cursor.copy_from_slice(&starts[..ne]);
+        let grouped = sized(grouped, ids.len());
+        for (slot, &e) in ids.iter().enumerate() {
+            grouped[cursor[e as usize]] = slot;
+            cursor[e as usize] += 1;
+        }
+        // An expert is chosen at most once per token: room for every token.
+        let n_tokens = ids.len() / k;
+        xe.reserve((n_tokens * d).saturating_sub(xe.len()));
+        for (w, n_cols) in [(&self.gate, d), (&self.up, d), (&self.down, ff)] {
+            acts.reserve(w.ty, n_tokens, n_cols)?;
+        }
+        let (gate, up, ye) = (
+            sized(gate, n_tokens * ff),
+            sized(up, n_tokens * ff),
+            sized(ye, n_tokens * d),
+        );
+        for e in 0..ne {
+            let slot_ids = &grouped[starts[e]..starts[e + 1]];
             let m = slot_ids.len();
             if m == 0 {
                 continue;
             }
+            // [m][n_embd] the tokens routed to this expert.
             xe.clear();
             for &slot in slot_ids {
                 let t = slot / k;
                 xe.extend_from_slice(&xn[t * d..(t + 1) * d]);
             }
-            gate.resize(m * ff, 0.0);
-            up.resize(m * ff, 0.0);
-            ye.resize(m * d, 0.0);
+            let gate = &mut gate[..m * ff]; // [m][n_ff_exp]
+            let up = &mut up[..m * ff]; // [m][n_ff_exp]
+            let ye = &mut ye[..m * d]; // [m][n_embd]
             let (wg, wu, wd) = (
                 self.gate.view(f, e)?,
                 self.up.view(f, e)?,
                 self.down.view(f, e)?,
             );
-            acts.prepare(wg.ty, &xe, m, d)?;
-            mori_kernels::matmul(pool, &wg, &acts, &mut gate)?;
+            acts.prepare(wg.ty, xe, m, d)?;
+            mori_kernels::matmul(pool, &wg, acts, gate)?;
             if mori_kernels::vec_dot_type(wu.ty) != mori_kernels::vec_dot_type(wg.ty) {
-                acts.prepare(wu.ty, &xe, m, d)?;
+                acts.prepare(wu.ty, xe, m, d)?;
             }
-            mori_kernels::matmul(pool, &wu, &acts, &mut up)?;
-            ops::silu_mul_inplace(&mut gate, &up);
-            acts.prepare(wd.ty, &gate, m, ff)?;
-            mori_kernels::matmul(pool, &wd, &acts, &mut ye)?;
+            mori_kernels::matmul(pool, &wu, acts, up)?;
+            ops::silu_mul_inplace(gate, up);
+            acts.prepare(wd.ty, gate, m, ff)?;
+            mori_kernels::matmul(pool, &wd, acts, ye)?;
             for (j, &slot) in slot_ids.iter().enumerate() {
                 let w = weights[slot];
                 for (o, &y) in slots[slot * d..(slot + 1) * d]
@@ -319,6 +367,41 @@ impl MoeFfn {
         }
         Ok(())
     }
+}
+
+/// The buffers of [`MoeFfn::forward`], kept between passes (see `Scratch`).
+#[derive(Default)]
+pub struct MoeScratch {
+    logits: Vec<f32>,  // [n][n_expert]
+    ids: Vec<u32>,     // [n][k]
+    weights: Vec<f32>, // [n][k]
+    slots: Vec<f32>,   // [n][k][n_embd]
+    shared: Vec<f32>,  // [n][n_embd]
+    order: Vec<u32>,   // [n_expert] the ranking of one token
+    sel: Vec<f32>,     // [n_expert] selection scores of one token
+    experts: ExpertScratch,
+}
+
+/// The buffers of running the chosen experts.
+#[derive(Default)]
+pub struct ExpertScratch {
+    starts: Vec<usize>,  // [n_expert + 1] where each expert's slots start in `grouped`
+    cursor: Vec<usize>,  // [n_expert]
+    grouped: Vec<usize>, // [n][k] slots, grouped by expert
+    acts: ActBuf,
+    xe: Vec<f32>,   // [m][n_embd]
+    gate: Vec<f32>, // [m][n_ff_exp]
+    up: Vec<f32>,   // [m][n_ff_exp]
+    ye: Vec<f32>,   // [m][n_embd]
+}
+
+/// The first `n` elements of `v`, grown to hold them (the contents are what
+/// the last user left).
+fn sized<T: Clone + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
 }
 
 /// Sorts expert ids by `score`, highest first; equal scores keep the lower id
