@@ -11,7 +11,7 @@
 //! Every step is deterministic and the draw uses only the seed, so the same
 //! seed, logits and accepted tokens give the same token, bit for bit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -148,6 +148,34 @@ pub struct Sampler {
     n_vocab: usize,
     rng: ChaCha20Rng,
     window: VecDeque<u32>,
+    /// The chain's buffers, kept from token to token.
+    work: Work,
+}
+
+/// Working memory of the chain: sized for the vocabulary and the penalty
+/// window when the sampler is made, so that drawing a token allocates nothing.
+#[derive(Default)]
+struct Work {
+    /// The tokens in play, most likely first once ranked.
+    cands: Vec<Candidate>,
+    /// The penalty window's tokens, sorted to count them.
+    seen: Vec<u32>,
+    /// Typical sampling's ranking and choice.
+    order: Vec<(f64, usize)>,
+    keep: Vec<bool>,
+}
+
+impl Work {
+    fn new(params: &SamplingParams, n_vocab: usize) -> Self {
+        // A window past this is allowed; it grows when it fills.
+        let window = params.penalty_last_n.min(1 << 16);
+        Work {
+            cands: Vec::with_capacity(n_vocab),
+            seen: Vec::with_capacity(window),
+            order: Vec::with_capacity(if params.typical_p < 1.0 { n_vocab } else { 0 }),
+            keep: Vec::with_capacity(if params.typical_p < 1.0 { n_vocab } else { 0 }),
+        }
+    }
 }
 
 impl Sampler {
@@ -155,9 +183,10 @@ impl Sampler {
         params.validate(n_vocab)?;
         Ok(Sampler {
             rng: ChaCha20Rng::seed_from_u64(params.seed),
+            window: VecDeque::with_capacity(params.penalty_last_n.min(1 << 16) + 1),
+            work: Work::new(&params, n_vocab),
             params,
             n_vocab,
-            window: VecDeque::new(),
         })
     }
 
@@ -184,6 +213,13 @@ impl Sampler {
     /// The distribution the next token is drawn from: the surviving tokens,
     /// most likely first, with probabilities summing to 1.
     pub fn candidates(&self, logits: &[f32]) -> Result<Vec<Candidate>, SamplingError> {
+        let mut work = Work::default();
+        self.chain(&mut work, logits)?;
+        Ok(work.cands)
+    }
+
+    /// Runs the chain over `logits`, leaving the distribution in `w.cands`.
+    fn chain(&self, w: &mut Work, logits: &[f32]) -> Result<(), SamplingError> {
         if logits.len() != self.n_vocab {
             return Err(SamplingError::LogitCount {
                 got: logits.len(),
@@ -191,40 +227,41 @@ impl Sampler {
             });
         }
         let p = &self.params;
-        let mut adjusted = logits.to_vec();
+        // Every token, indexed by id until the filter below.
+        let c = &mut w.cands;
+        c.clear();
+        c.extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
+            id: i as u32,
+            logit: l,
+            p: 0.0,
+        }));
         for &(id, b) in &p.logit_bias {
-            adjusted[id as usize] += b;
+            c[id as usize].logit += b;
         }
-        self.apply_penalties(&mut adjusted);
-
-        let mut c: Vec<Candidate> = adjusted
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
-            .map(|(i, &l)| Candidate {
-                id: i as u32,
-                logit: l,
-                p: 0.0,
-            })
-            .collect();
+        self.apply_penalties(&mut w.seen, c);
+        c.retain(|x| !x.logit.is_nan() && x.logit != f32::NEG_INFINITY);
         if c.is_empty() {
             return Err(SamplingError::Empty);
         }
-        // Most likely first; ties keep the lower id first (a stable sort).
-        c.sort_by(|a, b| b.logit.total_cmp(&a.logit));
+        // Most likely first; ties keep the lower id first. The order is total,
+        // so only the kept tokens need ranking.
+        let rank = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
         if p.temperature == 0.0 {
-            c.truncate(1);
-            c[0].p = 1.0;
-            return Ok(c);
+            let best = *c.iter().min_by(|a, b| rank(a, b)).expect("not empty");
+            c.clear();
+            c.push(Candidate { p: 1.0, ..best });
+            return Ok(());
         }
         if p.top_k > 0 && p.top_k < c.len() {
+            c.select_nth_unstable_by(p.top_k - 1, rank);
             c.truncate(p.top_k);
         }
+        c.sort_unstable_by(rank);
         if p.typical_p < 1.0 {
-            typical(&mut c, p.typical_p);
+            typical(c, p.typical_p, &mut w.order, &mut w.keep);
         }
         if p.top_p < 1.0 {
-            softmax(&mut c, 1.0);
+            softmax(c, 1.0);
             let mut cum = 0.0f64;
             let mut keep = c.len();
             for (i, x) in c.iter().enumerate() {
@@ -242,44 +279,51 @@ impl Sampler {
             let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
             c.truncate(keep);
         }
-        softmax(&mut c, p.temperature);
-        Ok(c)
+        softmax(c, p.temperature);
+        Ok(())
     }
 
     /// Draws the next token. Does not `accept` it: the caller does, once it
-    /// keeps the token.
+    /// keeps the token. Allocates nothing (the buffers are the sampler's).
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
-        let c = self.candidates(logits)?;
-        if c.len() == 1 {
-            return Ok(c[0].id);
-        }
-        let r: f64 = self.rng.gen();
-        let mut cum = 0.0f64;
-        for x in &c {
-            cum += x.p as f64;
-            if r < cum {
-                return Ok(x.id);
+        let mut work = std::mem::take(&mut self.work);
+        let drawn = self.chain(&mut work, logits).map(|()| {
+            let c = &work.cands;
+            if c.len() == 1 {
+                return c[0].id;
             }
-        }
-        // Rounding left the total a hair under r: the last token takes the rest.
-        Ok(c[c.len() - 1].id)
+            let r: f64 = self.rng.gen();
+            let mut cum = 0.0f64;
+            for x in c {
+                cum += x.p as f64;
+                if r < cum {
+                    return x.id;
+                }
+            }
+            // Rounding left the total a hair under r: the last token takes the rest.
+            c[c.len() - 1].id
+        });
+        self.work = work;
+        drawn
     }
 
-    fn apply_penalties(&self, logits: &mut [f32]) {
+    /// The penalties, on candidates still indexed by id; `seen` is working memory.
+    fn apply_penalties(&self, seen: &mut Vec<u32>, c: &mut [Candidate]) {
         let p = &self.params;
         let off =
             p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0;
         if off || self.window.is_empty() {
             return;
         }
-        let mut counts: HashMap<u32, u32> = HashMap::new();
-        for &id in &self.window {
-            *counts.entry(id).or_default() += 1;
-        }
-        for (&id, &n) in &counts {
-            let Some(l) = logits.get_mut(id as usize) else {
+        seen.clear();
+        seen.extend(&self.window);
+        seen.sort_unstable();
+        for run in seen.chunk_by(|a, b| a == b) {
+            let (id, n) = (run[0], run.len());
+            let Some(x) = c.get_mut(id as usize) else {
                 continue;
             };
+            let l = &mut x.logit;
             if *l > 0.0 {
                 *l /= p.repeat_penalty;
             } else {
@@ -306,23 +350,27 @@ fn softmax(c: &mut [Candidate], temperature: f32) {
 
 /// Locally typical sampling (Meister et al. 2022): keep the tokens whose
 /// surprise `-ln p` is closest to the entropy, until their probability
-/// reaches `mass`; the survivors stay sorted by logit.
-fn typical(c: &mut Vec<Candidate>, mass: f32) {
+/// reaches `mass`; the survivors stay sorted by logit. `order` and `keep` are
+/// working memory.
+fn typical(c: &mut Vec<Candidate>, mass: f32, order: &mut Vec<(f64, usize)>, keep: &mut Vec<bool>) {
     softmax(c, 1.0);
     let entropy: f64 = c
         .iter()
         .filter(|x| x.p > 0.0)
         .map(|x| -(x.p as f64) * (x.p as f64).ln())
         .sum();
-    let mut order: Vec<(f64, usize)> = c
-        .iter()
-        .enumerate()
-        .map(|(i, x)| ((-(x.p as f64).ln() - entropy).abs(), i))
-        .collect();
-    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    order.clear();
+    order.extend(
+        c.iter()
+            .enumerate()
+            .map(|(i, x)| ((-(x.p as f64).ln() - entropy).abs(), i)),
+    );
+    // A total order (index last), so an unstable sort ranks as a stable one.
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut cum = 0.0f64;
-    let mut keep = vec![false; c.len()];
-    for &(_, i) in &order {
+    keep.clear();
+    keep.resize(c.len(), false);
+    for &(_, i) in order.iter() {
         keep[i] = true;
         cum += c[i].p as f64;
         if cum >= mass as f64 {

@@ -32,6 +32,7 @@ macro_rules! fma_dispatch {
     };
 }
 
+pub mod alloc_count;
 pub mod kquants;
 pub mod matmul;
 pub mod ops;
