@@ -1005,7 +1005,7 @@ enum AttnTier {
 impl AttnTier {
     fn of(hd: usize) -> AttnTier {
         #[cfg(target_arch = "x86_64")]
-        if hd % ROW_PAD == 0 && crate::simd::has_avx2() && !force_scalar_attention() {
+        if hd.is_multiple_of(ROW_PAD) && crate::simd::has_avx2() && !force_scalar_attention() {
             if crate::simd::level() == crate::simd::Isa::Avx512 && !force_avx2_attention() {
                 return AttnTier::Avx512;
             }
