@@ -112,7 +112,6 @@ impl<'m> Session<'m> {
 
     /// Feeds `tokens` and returns the logits of every one, `[tokens.len()][n_vocab]`.
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.last_logits.clear();
         let mut all = Vec::new();
         self.model.forward_into(
             &self.pool,
@@ -124,6 +123,7 @@ impl<'m> Session<'m> {
         )?;
         self.tokens.extend_from_slice(tokens);
         let n_vocab = self.model.hparams.n_vocab;
+        self.last_logits.clear();
         self.last_logits
             .extend_from_slice(&all[all.len() - n_vocab..]);
         Ok(all)
