@@ -1,7 +1,8 @@
 //! The sampling chain over a Llama-3 sized vocabulary (128256 logits): what
 //! each generated token pays after its forward pass, for greedy decoding,
-//! llama.cpp's default chain (top-k 40 first) and a chain that ranks every
-//! token (top-k off, top-p, penalties).
+//! llama.cpp's default chain (top-k 40 first), a chain that ranks every
+//! token (top-k off, top-p, penalties) and OpenAI's defaults (temperature 1,
+//! nothing truncated).
 //!
 //!   cargo bench -p mori-engine --bench sampling
 
@@ -34,6 +35,16 @@ fn sampling(c: &mut Criterion) {
             SamplingParams {
                 top_k: 0,
                 repeat_penalty: 1.1,
+                ..Default::default()
+            },
+        ),
+        (
+            "nothing truncated (OpenAI's defaults)",
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
                 ..Default::default()
             },
         ),

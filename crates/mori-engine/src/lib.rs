@@ -28,6 +28,9 @@ pub struct Session<'m> {
     /// Logits after the last token fed, `[n_vocab]`; empty when nothing was fed
     /// or the cache was cut back since.
     last_logits: Vec<f32>,
+    /// Where a pass writes its logits before they become `last_logits`, so a
+    /// failed pass leaves those intact.
+    next_logits: Vec<f32>,
 }
 
 impl<'m> Session<'m> {
@@ -37,8 +40,11 @@ impl<'m> Session<'m> {
             cache: model.new_cache(n_ctx),
             scratch: Scratch::new(),
             pool: ThreadPool::new(n_threads.max(1)),
-            tokens: Vec::new(),
-            last_logits: Vec::new(),
+            // Room for everything the session can hold: feeding never
+            // grows them.
+            tokens: Vec::with_capacity(n_ctx),
+            last_logits: Vec::with_capacity(model.hparams.n_vocab),
+            next_logits: Vec::with_capacity(model.hparams.n_vocab),
         }
     }
 
@@ -96,37 +102,64 @@ impl<'m> Session<'m> {
 
     /// Feeds `tokens` after what the session holds; returns the logits of the
     /// last one. Once the session has fed a batch of this size, this allocates
-    /// nothing: the token loop of generation.
+    /// nothing: the token loop of generation. On an error the session is as
+    /// it was (see [`Session::undo_failed_pass`]).
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.model.forward_into(
+        let done = self.model.forward_into(
             &self.pool,
             &mut self.cache,
             &mut self.scratch,
             tokens,
             Logits::Last,
-            &mut self.last_logits,
-        )?;
+            &mut self.next_logits,
+        );
+        if let Err(e) = done {
+            self.undo_failed_pass();
+            return Err(e);
+        }
+        std::mem::swap(&mut self.last_logits, &mut self.next_logits);
         self.tokens.extend_from_slice(tokens);
         Ok(&self.last_logits)
     }
 
     /// Feeds `tokens` and returns the logits of every one, `[tokens.len()][n_vocab]`.
+    /// On an error the session is as it was, as with [`Session::feed`].
     pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut all = Vec::new();
-        self.model.forward_into(
+        let done = self.model.forward_into(
             &self.pool,
             &mut self.cache,
             &mut self.scratch,
             tokens,
             Logits::All,
             &mut all,
-        )?;
+        );
+        if let Err(e) = done {
+            self.undo_failed_pass();
+            return Err(e);
+        }
         self.tokens.extend_from_slice(tokens);
         let n_vocab = self.model.hparams.n_vocab;
         self.last_logits.clear();
         self.last_logits
             .extend_from_slice(&all[all.len() - n_vocab..]);
         Ok(all)
+    }
+
+    /// After a failed pass: a long prompt runs in chunks, and the chunks
+    /// before the failure are in the cache; cut it back to the tokens the
+    /// session holds. A sliding-window cache that cannot go back that far
+    /// starts over, and the session with it.
+    fn undo_failed_pass(&mut self) {
+        if self.cache.n_used() == self.tokens.len() {
+            return;
+        }
+        self.cache.truncate(self.tokens.len());
+        let keep = self.cache.n_used();
+        if keep < self.tokens.len() {
+            self.tokens.truncate(keep);
+            self.last_logits.clear();
+        }
     }
 
     /// Greedily generates up to `max_tokens` tokens after what was fed,

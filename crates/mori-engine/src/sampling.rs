@@ -160,6 +160,8 @@ struct Work {
     cands: Vec<Candidate>,
     /// The penalty window's tokens, sorted to count them.
     seen: Vec<u32>,
+    /// Sort keys of the candidates (see `sort_ranked`).
+    keys: Vec<u64>,
     /// Typical sampling's ranking and choice.
     order: Vec<(f64, usize)>,
     keep: Vec<bool>,
@@ -171,6 +173,7 @@ impl Work {
         let window = params.penalty_last_n.min(1 << 16);
         Work {
             cands: Vec::with_capacity(n_vocab),
+            keys: Vec::with_capacity(n_vocab),
             seen: Vec::with_capacity(window),
             order: Vec::with_capacity(if params.typical_p < 1.0 { n_vocab } else { 0 }),
             keep: Vec::with_capacity(if params.typical_p < 1.0 { n_vocab } else { 0 }),
@@ -214,12 +217,15 @@ impl Sampler {
     /// most likely first, with probabilities summing to 1.
     pub fn candidates(&self, logits: &[f32]) -> Result<Vec<Candidate>, SamplingError> {
         let mut work = Work::default();
-        self.chain(&mut work, logits)?;
+        self.chain(&mut work, logits, true)?;
         Ok(work.cands)
     }
 
-    /// Runs the chain over `logits`, leaving the distribution in `w.cands`.
-    fn chain(&self, w: &mut Work, logits: &[f32]) -> Result<(), SamplingError> {
+    /// Runs the chain over `logits`, leaving the distribution in `w.cands`:
+    /// most likely first if `ranked` or if a step truncates by rank, in id
+    /// order otherwise (ranking a whole vocabulary costs more than the rest
+    /// of the chain together).
+    fn chain(&self, w: &mut Work, logits: &[f32], ranked: bool) -> Result<(), SamplingError> {
         if logits.len() != self.n_vocab {
             return Err(SamplingError::LogitCount {
                 got: logits.len(),
@@ -252,11 +258,17 @@ impl Sampler {
             c.push(Candidate { p: 1.0, ..best });
             return Ok(());
         }
-        if p.top_k > 0 && p.top_k < c.len() {
+        let top_k = p.top_k > 0 && p.top_k < c.len();
+        if !ranked && !top_k && p.typical_p == 1.0 && p.top_p == 1.0 && p.min_p == 0.0 {
+            // No step truncates by rank: draw in id order.
+            softmax(c, p.temperature);
+            return Ok(());
+        }
+        if top_k {
             c.select_nth_unstable_by(p.top_k - 1, rank);
             c.truncate(p.top_k);
         }
-        c.sort_unstable_by(rank);
+        sort_ranked(c, &mut w.keys);
         if p.typical_p < 1.0 {
             typical(c, p.typical_p, &mut w.order, &mut w.keep);
         }
@@ -285,9 +297,12 @@ impl Sampler {
 
     /// Draws the next token. Does not `accept` it: the caller does, once it
     /// keeps the token. Allocates nothing (the buffers are the sampler's).
+    /// The draw walks the distribution in ranked order, or in id order when
+    /// no step truncates (the same distribution, without ranking 100,000+
+    /// tokens).
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
         let mut work = std::mem::take(&mut self.work);
-        let drawn = self.chain(&mut work, logits).map(|()| {
+        let drawn = self.chain(&mut work, logits, false).map(|()| {
             let c = &work.cands;
             if c.len() == 1 {
                 return c[0].id;
@@ -331,6 +346,39 @@ impl Sampler {
             }
             *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
         }
+    }
+}
+
+/// Sorts candidates most likely first, ties by lower id: the order of
+/// `b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))`, through one integer
+/// key per candidate (sorting plain integers is several times faster than
+/// sorting by a comparator, and a whole vocabulary is sorted when no top-k
+/// comes first). `keys` is working memory. Probabilities are reset to 0.
+fn sort_ranked(c: &mut [Candidate], keys: &mut Vec<u64>) {
+    // `total_cmp`'s order as unsigned integers: flip every bit of negative
+    // values, only the sign bit of the others.
+    let ordered = |l: f32| {
+        let b = l.to_bits();
+        if b >> 31 == 1 {
+            !b
+        } else {
+            b | 1 << 31
+        }
+    };
+    let logit_of = |o: u32| f32::from_bits(if o >> 31 == 1 { o & !(1 << 31) } else { !o });
+    keys.clear();
+    // Higher logits first: the complement of the ordered bits, then the id.
+    keys.extend(
+        c.iter()
+            .map(|x| (u64::from(!ordered(x.logit)) << 32) | u64::from(x.id)),
+    );
+    keys.sort_unstable();
+    for (x, &k) in c.iter_mut().zip(keys.iter()) {
+        *x = Candidate {
+            id: k as u32,
+            logit: logit_of(!((k >> 32) as u32)),
+            p: 0.0,
+        };
     }
 }
 
@@ -404,15 +452,24 @@ pub fn logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
             .sum::<f64>()
             .ln();
     let lp = |l: f32| (l as f64 - lse) as f32;
-    let mut top: Vec<(u32, f32)> = Vec::new();
+    // The `top_n` best as (id, logit), most likely first and lower id first
+    // on ties: one pass that inserts into a short sorted list, instead of
+    // ranking the whole vocabulary.
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(top_n.min(logits.len()));
     if top_n > 0 {
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        top = idx
-            .into_iter()
-            .take(top_n)
-            .map(|i| (i, lp(logits[i as usize])))
-            .collect();
+        for (i, &l) in logits.iter().enumerate() {
+            let beaten = |&(_, t): &(u32, f32)| t.total_cmp(&l).is_ge();
+            if top.len() == top_n && top.last().is_some_and(beaten) {
+                continue;
+            }
+            // After every kept logit at least as large (they have lower ids).
+            let at = top.partition_point(beaten);
+            if top.len() == top_n {
+                top.pop();
+            }
+            top.insert(at, (i as u32, l));
+        }
+        top.iter_mut().for_each(|(_, l)| *l = lp(*l));
     }
     TokenLogprob {
         id,
@@ -602,6 +659,59 @@ mod tests {
                 assert!(w[0].1 >= w[1].1, "{name}: not most likely first: {got:?}");
             }
         }
+    }
+
+    #[test]
+    fn top_logprobs_are_the_best_in_order_ties_to_the_lower_id() {
+        let logits: Vec<f32> = (0..300u32)
+            .map(|i| ((i * 7919) % 61) as f32 * 0.25 - 3.0)
+            .chain([f32::NEG_INFINITY, 11.75, 11.75])
+            .collect();
+        for top_n in [0, 1, 5, 20, 400] {
+            let got = logprob(&logits, 3, top_n);
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            let want: Vec<(u32, f32)> = idx
+                .iter()
+                .take(top_n)
+                .map(|&i| (i, logprob(&logits, i, 0).logprob))
+                .collect();
+            assert_eq!(got.top, want, "top {top_n}");
+        }
+    }
+
+    #[test]
+    fn integer_keys_rank_as_the_comparator() {
+        let mut c: Vec<Candidate> = [
+            0.5f32,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            -3.25,
+            0.5,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e30,
+            0.5,
+            f32::MAX,
+            -0.0,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &logit)| Candidate {
+            id: (i * 7 % 13) as u32,
+            logit,
+            p: 0.0,
+        })
+        .collect();
+        let mut want = c.clone();
+        want.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        sort_ranked(&mut c, &mut Vec::new());
+        let bits = |v: &[Candidate]| -> Vec<(u32, u32)> {
+            v.iter().map(|x| (x.id, x.logit.to_bits())).collect()
+        };
+        assert_eq!(bits(&c), bits(&want));
     }
 
     #[test]

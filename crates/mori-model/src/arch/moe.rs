@@ -407,9 +407,14 @@ fn sized<T: Clone + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
 /// Sorts expert ids by `score`, highest first; equal scores keep the lower id
 /// first. llama.cpp's CPU argsort is `std::sort`, which libstdc++ runs as an
 /// insertion sort (stable) for up to 16 elements; beyond that its order among
-/// exactly equal scores is unspecified.
+/// exactly equal scores is unspecified. The id breaks ties, so the order is
+/// total and an unstable sort (which never allocates) gives the stable one.
 fn rank_desc(order: &mut [u32], score: &[f32]) {
-    order.sort_by(|&a, &b| score[b as usize].total_cmp(&score[a as usize]));
+    order.sort_unstable_by(|&a, &b| {
+        score[b as usize]
+            .total_cmp(&score[a as usize])
+            .then(a.cmp(&b))
+    });
 }
 
 /// Softmax in place in llama.cpp's order (`ggml_vec_soft_max_f32` on AVX2):
