@@ -320,3 +320,27 @@ fn session_rewinds_a_sliding_window_only_as_far_as_it_can() {
         assert_eq!(s.feed(&rest).unwrap(), &fresh(&prompt)[..]);
     }
 }
+
+#[test]
+fn a_refused_feed_leaves_the_session_as_it_was() {
+    let (_d, m) = model();
+    let n_vocab = m.hparams.n_vocab as u32;
+    let mut s = Session::new(&m, 16, 2);
+    let before = s.feed(&[3, 4, 5]).unwrap().to_vec();
+    // A token outside the vocabulary, a prompt over the context, nothing.
+    assert!(s.feed(&[6, n_vocab]).is_err());
+    assert!(s.feed(&[7; 14]).is_err());
+    assert!(s.feed_all(&[7; 14]).is_err());
+    assert!(s.feed(&[]).is_err());
+    assert_eq!(s.tokens(), [3, 4, 5]);
+    assert_eq!(s.n_past(), 3);
+    // Generation continues from the same logits, as a fresh session's.
+    let mut fresh = Session::new(&m, 16, 2);
+    fresh.feed(&[3, 4, 5]).unwrap();
+    assert_eq!(
+        s.generate_greedy(4).unwrap(),
+        fresh.generate_greedy(4).unwrap()
+    );
+    let mut again = Session::new(&m, 16, 2);
+    assert_eq!(again.feed(&[3, 4, 5]).unwrap(), &before[..]);
+}
