@@ -829,6 +829,14 @@ pub fn attention_in(
     let lens = tier.scratch(hd, n_gqa, max_span);
     #[cfg(target_arch = "x86_64")]
     if tier != AttnTier::Scalar {
+        // The cache's rows of one key/value head.
+        let kv_head = |kvh: usize| AttnKv {
+            k,
+            v,
+            kv_dim,
+            off: kvh * hd,
+            n_rows: layout.n_rows,
+        };
         if tier == AttnTier::Avx512 {
             // One item per (token, key/value head): its query heads together.
             let attend = match hd {
@@ -845,13 +853,7 @@ pub fn attention_in(
                 |[scores, qh16, kbuf, acc], item, slot| {
                     let (t, kvh) = (item / n_head_kv, item % n_head_kv);
                     let n_seen = pos0 + t + 1;
-                    let kv = AttnKv {
-                        k,
-                        v,
-                        kv_dim,
-                        off: kvh * hd,
-                        n_rows: layout.n_rows,
-                    };
+                    let kv = kv_head(kvh);
                     let qt = &q[t * q_dim + kvh * n_gqa * hd..][..n_gqa * hd];
                     let len = span(n_seen).1;
                     // SAFETY: AVX-512 F (with AVX2, FMA, F16C) is present
@@ -886,13 +888,7 @@ pub fn attention_in(
             |[scores, qh16, acc, _], item, slot| {
                 let (t, h) = (item / n_head, item % n_head);
                 let n_seen = pos0 + t + 1;
-                let kv = AttnKv {
-                    k,
-                    v,
-                    kv_dim,
-                    off: (h / n_gqa) * hd,
-                    n_rows: layout.n_rows,
-                };
+                let kv = kv_head(h / n_gqa);
                 let qt = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                 // SAFETY: AVX2, FMA and F16C are present (checked above); the
                 // slices hold what `AttnKv` documents.
