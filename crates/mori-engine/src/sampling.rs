@@ -268,28 +268,27 @@ impl Sampler {
             c.select_nth_unstable_by(p.top_k - 1, rank);
             c.truncate(p.top_k);
         }
-        sort_ranked(c, &mut w.keys);
         if p.typical_p < 1.0 {
+            // Typical sampling keeps a set that is not a prefix of the ranking.
+            sort_ranked(c, &mut w.keys);
             typical(c, p.typical_p, &mut w.order, &mut w.keep);
-        }
-        if p.top_p < 1.0 {
-            softmax(c, 1.0);
-            let mut cum = 0.0f64;
-            let mut keep = c.len();
-            for (i, x) in c.iter().enumerate() {
-                cum += x.p as f64;
-                if cum >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
+            if p.top_p < 1.0 {
+                softmax(c, 1.0);
+                let mut cum = 0.0f64;
+                let keep = c.iter().position(|x| {
+                    cum += x.p as f64;
+                    cum >= p.top_p as f64
+                });
+                c.truncate(keep.map_or(c.len(), |i| i + 1));
             }
-            c.truncate(keep);
-        }
-        if p.min_p > 0.0 {
-            // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p).
-            let floor = c[0].logit + p.min_p.ln();
-            let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
-            c.truncate(keep);
+            if p.min_p > 0.0 {
+                // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p).
+                let floor = c[0].logit + p.min_p.ln();
+                let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
+                c.truncate(keep);
+            }
+        } else {
+            rank_prefix_cuts(c, p.top_p, p.min_p, &mut w.keys);
         }
         softmax(c, p.temperature);
         Ok(())
@@ -379,6 +378,54 @@ fn sort_ranked(c: &mut [Candidate], keys: &mut Vec<u64>) {
             logit: logit_of(!((k >> 32) as u32)),
             p: 0.0,
         };
+    }
+}
+
+/// Top-p and then min-p, both of which keep a prefix of the ranking: ranks
+/// `c` (most likely first, ties by id) only as far as the cuts need. The
+/// min-p cut is a logit floor, so it filters before anything is ranked; the
+/// top-p cut takes probabilities over all of `c` and ranks a growing prefix
+/// until they reach `top_p`. The same set and order as ranking everything,
+/// then cutting, but for the rounding of the probabilities' denominator,
+/// summed here in id order.
+fn rank_prefix_cuts(c: &mut Vec<Candidate>, top_p: f32, min_p: f32, keys: &mut Vec<u64>) {
+    let rank = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
+    let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max);
+    // The softmax denominator over every candidate, as `softmax` computes it.
+    let sum: f64 = if top_p < 1.0 {
+        c.iter().map(|x| ((x.logit - max) as f64).exp()).sum()
+    } else {
+        1.0
+    };
+    if min_p > 0.0 {
+        // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p); the
+        // best token always passes.
+        let floor = max + min_p.ln();
+        c.retain(|x| x.logit >= floor);
+    }
+    if top_p >= 1.0 {
+        sort_ranked(c, keys);
+        return;
+    }
+    let prob = |x: &Candidate| (((x.logit - max) as f64).exp() as f32 as f64 / sum) as f32;
+    let (mut done, mut cum) = (0, 0.0f64);
+    let mut k = c.len().min(64);
+    loop {
+        if k < c.len() {
+            c[done..].select_nth_unstable_by(k - done - 1, rank);
+        }
+        sort_ranked(&mut c[done..k], keys);
+        for (i, x) in c[done..k].iter().enumerate() {
+            cum += prob(x) as f64;
+            if cum >= top_p as f64 {
+                c.truncate(done + i + 1);
+                return;
+            }
+        }
+        if k == c.len() {
+            return;
+        }
+        (done, k) = (k, (k * 4).min(c.len()));
     }
 }
 
@@ -677,6 +724,69 @@ mod tests {
                 .map(|&i| (i, logprob(&logits, i, 0).logprob))
                 .collect();
             assert_eq!(got.top, want, "top {top_n}");
+        }
+    }
+
+    #[test]
+    fn prefix_cuts_keep_what_ranking_everything_keeps() {
+        // Ranks all, then cuts: the chain's steps as first written.
+        fn reference(mut c: Vec<Candidate>, top_p: f32, min_p: f32) -> Vec<Candidate> {
+            c.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+            if top_p < 1.0 {
+                softmax(&mut c, 1.0);
+                let mut cum = 0.0f64;
+                let keep = c.iter().position(|x| {
+                    cum += x.p as f64;
+                    cum >= top_p as f64
+                });
+                c.truncate(keep.map_or(c.len(), |i| i + 1));
+            }
+            if min_p > 0.0 {
+                let floor = c[0].logit + min_p.ln();
+                let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
+                c.truncate(keep);
+            }
+            c
+        }
+        let mut s = 12345u32;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32
+        };
+        // Logit of candidate i from a uniform draw r in [0, 1].
+        type Shape = fn(f32, usize) -> f32;
+        let shapes: [(&str, Shape); 3] = [
+            ("flat", |r, _| r * 20.0 - 10.0),
+            ("peaked", |r, i| -(i as f32).sqrt() * 0.7 + r * 2.0),
+            ("ties", |r, _| (r * 6.0).floor()),
+        ];
+        for (name, shape) in &shapes {
+            let c: Vec<Candidate> = (0..5000)
+                .map(|i| Candidate {
+                    id: (i * 7919 % 5000) as u32,
+                    logit: shape(next(), i),
+                    p: 0.0,
+                })
+                .collect();
+            for (top_p, min_p) in [
+                (0.95, 0.0),
+                (0.5, 0.0),
+                (0.999, 0.05),
+                (1.0, 0.05),
+                (0.9, 0.3),
+            ] {
+                let mut got = c.clone();
+                rank_prefix_cuts(&mut got, top_p, min_p, &mut Vec::new());
+                let want = reference(c.clone(), top_p, min_p);
+                let ids = |v: &[Candidate]| v.iter().map(|x| x.id).collect::<Vec<_>>();
+                assert_eq!(
+                    ids(&got),
+                    ids(&want),
+                    "{name}, top-p {top_p}, min-p {min_p}"
+                );
+            }
         }
     }
 
