@@ -25,6 +25,15 @@ fn feeding_and_sampling_allocate_nothing_once_warm() {
         ("greedy", SamplingParams::greedy()),
         ("default", SamplingParams::default()),
         (
+            "no top-k: top-p and min-p",
+            SamplingParams {
+                top_k: 0,
+                top_p: 0.9,
+                min_p: 0.02,
+                ..Default::default()
+            },
+        ),
+        (
             "typical, every token, penalties",
             SamplingParams {
                 temperature: 0.7,
