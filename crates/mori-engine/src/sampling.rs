@@ -249,9 +249,6 @@ impl Sampler {
         if c.is_empty() {
             return Err(SamplingError::Empty);
         }
-        // Most likely first; ties keep the lower id first. The order is total,
-        // so only the kept tokens need ranking.
-        let rank = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
         if p.temperature == 0.0 {
             let best = *c.iter().min_by(|a, b| rank(a, b)).expect("not empty");
             c.clear();
@@ -272,21 +269,8 @@ impl Sampler {
             // Typical sampling keeps a set that is not a prefix of the ranking.
             sort_ranked(c, &mut w.keys);
             typical(c, p.typical_p, &mut w.order, &mut w.keep);
-            if p.top_p < 1.0 {
-                softmax(c, 1.0);
-                let mut cum = 0.0f64;
-                let keep = c.iter().position(|x| {
-                    cum += x.p as f64;
-                    cum >= p.top_p as f64
-                });
-                c.truncate(keep.map_or(c.len(), |i| i + 1));
-            }
-            if p.min_p > 0.0 {
-                // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p).
-                let floor = c[0].logit + p.min_p.ln();
-                let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
-                c.truncate(keep);
-            }
+            top_p_cut(c, p.top_p);
+            min_p_cut(c, p.min_p);
         } else {
             rank_prefix_cuts(c, p.top_p, p.min_p, &mut w.keys);
         }
@@ -348,8 +332,38 @@ impl Sampler {
     }
 }
 
-/// Sorts candidates most likely first, ties by lower id: the order of
-/// `b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))`, through one integer
+/// The chain's ranking: most likely first, ties to the lower id. A total
+/// order, so every sort by it gives the same sequence.
+fn rank(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
+}
+
+/// Top-p over ranked candidates: keeps the shortest prefix whose
+/// probabilities (over all of them) reach `top_p`.
+fn top_p_cut(c: &mut Vec<Candidate>, top_p: f32) {
+    if top_p < 1.0 {
+        softmax(c, 1.0);
+        let mut cum = 0.0f64;
+        let keep = c.iter().position(|x| {
+            cum += x.p as f64;
+            cum >= top_p as f64
+        });
+        c.truncate(keep.map_or(c.len(), |i| i + 1));
+    }
+}
+
+/// Min-p over ranked candidates: drops those less likely than `min_p`
+/// times the first.
+fn min_p_cut(c: &mut Vec<Candidate>, min_p: f32) {
+    if min_p > 0.0 {
+        // p_i >= min_p * p_max  <=>  logit_i >= logit_max + ln(min_p).
+        let floor = c[0].logit + min_p.ln();
+        let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
+        c.truncate(keep);
+    }
+}
+
+/// Sorts candidates in [`rank`]'s order through one integer
 /// key per candidate (sorting plain integers is several times faster than
 /// sorting by a comparator, and a whole vocabulary is sorted when no top-k
 /// comes first). `keys` is working memory. Probabilities are reset to 0.
@@ -389,7 +403,6 @@ fn sort_ranked(c: &mut [Candidate], keys: &mut Vec<u64>) {
 /// then cutting, but for the rounding of the probabilities' denominator,
 /// summed here in id order.
 fn rank_prefix_cuts(c: &mut Vec<Candidate>, top_p: f32, min_p: f32, keys: &mut Vec<u64>) {
-    let rank = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
     let max = c.iter().map(|x| x.logit).fold(f32::NEG_INFINITY, f32::max);
     // The softmax denominator over every candidate, as `softmax` computes it.
     let sum: f64 = if top_p < 1.0 {
@@ -731,21 +744,9 @@ mod tests {
     fn prefix_cuts_keep_what_ranking_everything_keeps() {
         // Ranks all, then cuts: the chain's steps as first written.
         fn reference(mut c: Vec<Candidate>, top_p: f32, min_p: f32) -> Vec<Candidate> {
-            c.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
-            if top_p < 1.0 {
-                softmax(&mut c, 1.0);
-                let mut cum = 0.0f64;
-                let keep = c.iter().position(|x| {
-                    cum += x.p as f64;
-                    cum >= top_p as f64
-                });
-                c.truncate(keep.map_or(c.len(), |i| i + 1));
-            }
-            if min_p > 0.0 {
-                let floor = c[0].logit + min_p.ln();
-                let keep = c.iter().take_while(|x| x.logit >= floor).count().max(1);
-                c.truncate(keep);
-            }
+            c.sort_by(rank);
+            top_p_cut(&mut c, top_p);
+            min_p_cut(&mut c, min_p);
             c
         }
         let mut s = 12345u32;
@@ -816,7 +817,7 @@ mod tests {
         })
         .collect();
         let mut want = c.clone();
-        want.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        want.sort_by(rank);
         sort_ranked(&mut c, &mut Vec::new());
         let bits = |v: &[Candidate]| -> Vec<(u32, u32)> {
             v.iter().map(|x| (x.id, x.logit.to_bits())).collect()

@@ -7,7 +7,7 @@ use mori_formats::GgufFile;
 use mori_kernels::{ops, ThreadPool};
 
 use super::moe::{MoeFfn, MoeScratch, RoutingTrace};
-use super::{Linear, SharedActs};
+use super::{sized, Linear, SharedActs};
 use crate::Result;
 
 /// `down(silu(gate(x)) * up(x))`: the feed-forward of dense layers and of
@@ -71,11 +71,7 @@ pub struct FfnScratch {
 
 impl FfnScratch {
     fn get(&mut self, len: usize) -> (&mut [f32], &mut [f32]) {
-        if self.gate.len() < len {
-            self.gate.resize(len, 0.0);
-            self.up.resize(len, 0.0);
-        }
-        (&mut self.gate[..len], &mut self.up[..len])
+        (sized(&mut self.gate, len), sized(&mut self.up, len))
     }
 }
 

@@ -82,20 +82,25 @@ impl Scratch {
     /// user writes a buffer before it reads it), with the other parts of the
     /// scratch beside them.
     fn take<const N: usize>(&mut self, lens: [usize; N]) -> ScratchParts<'_, N> {
-        let total = lens.iter().sum();
-        if self.arena.len() < total {
-            self.arena.resize(total, 0.0);
-        }
         // A pass starts from new input.
         self.acts.invalidate();
         ScratchParts {
-            bufs: mori_kernels::scratch::carve(&mut self.arena, lens),
+            bufs: mori_kernels::scratch::carve(sized(&mut self.arena, lens.iter().sum()), lens),
             acts: &mut self.acts,
             ffn: &mut self.ffn,
             moe: &mut self.moe,
             attn: &mut self.attn,
         }
     }
+}
+
+/// The first `n` elements of `v`, grown to hold them (the contents are what
+/// the last user left).
+pub(crate) fn sized<T: Clone + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
 }
 
 /// The parts of a [`Scratch`] that one pass borrows at once.

@@ -23,7 +23,7 @@ use mori_formats::{GgufFile, TensorInfo};
 use mori_kernels::{ops, quants, ActBuf, GgmlType, ThreadPool, WeightView};
 
 use super::ffn::{DenseFfn, FfnScratch};
-use super::{check_shape, load_vector_opt, Linear, SharedActs};
+use super::{check_shape, load_vector_opt, sized, Linear, SharedActs};
 use crate::hparams::{Gating, HParams, MoeHParams};
 use crate::{Error, Result};
 
@@ -393,15 +393,6 @@ pub struct ExpertScratch {
     gate: Vec<f32>, // [m][n_ff_exp]
     up: Vec<f32>,   // [m][n_ff_exp]
     ye: Vec<f32>,   // [m][n_embd]
-}
-
-/// The first `n` elements of `v`, grown to hold them (the contents are what
-/// the last user left).
-fn sized<T: Clone + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
-    &mut v[..n]
 }
 
 /// Sorts expert ids by `score`, highest first; equal scores keep the lower id
